@@ -1,0 +1,271 @@
+"""The multilayer perceptron: a Sequential of layers over ONE flat parameter buffer.
+
+``model.params`` is one contiguous 1-D array holding every weight and bias, ``model.grads``
+one of the same layout; each Dense layer's W, b, dW, db are reshaped views into them. The
+optimizer, the gradient check, MPI and checkpoints all work on these two vectors.
+"""
+import numbers
+from collections.abc import Mapping
+
+import numpy as np
+
+from .layers import ACTIVATIONS, Dense, LeakyReLU, make_activation
+from .losses import check_loss_targets, loss_kernel
+from .validation import as_dtype, check_finite, check_inputs, numeric_array
+
+RELU_FAMILY = ("relu", "leaky_relu")
+
+
+def _per_hidden_layer(name, value, count, kinds):
+    """One value for every hidden layer, or a list with one per hidden layer."""
+    values = [value] * count if isinstance(value, kinds) else list(value)
+    if len(values) != count:
+        raise ValueError(f"{name} must be one value or a list of {count} (one per hidden layer), "
+                         f"got {len(values)}")
+    return values
+
+
+class MLP:
+    """Dense layers with an activation between each pair; the last layer outputs logits.
+
+    ``MLP([784, 256, 10])`` is Dense(784->256), ReLU, Dense(256->10), exactly like
+    ``torch.nn.Sequential(Linear, ReLU, Linear)``: Dense layers sit at even indices of
+    ``model.layers`` and ``state_dict()`` uses the same keys ("0.weight", "0.bias", ...).
+
+    activation: one name for every hidden layer or a list with one per hidden layer
+        (relu, leaky_relu, sigmoid, tanh, identity).
+    init: "auto" (He for layers feeding ReLU/LeakyReLU, Glorot otherwise and for the output
+        layer), "he", "glorot" or "torch" (torch.nn.Linear's default); drawn from
+        ``numpy.random.default_rng(seed)`` in float64 and cast, so float32 and float64 models
+        with the same seed start from the same weights up to rounding.
+
+    ``backward`` OVERWRITES ``model.grads``; gradients are never accumulated across calls.
+    """
+
+    def __init__(self, sizes, activation="relu", dtype="float64", seed=0, init="auto",
+                 negative_slope=0.01):
+        self.sizes = self._check_sizes(sizes)
+        hidden = len(self.sizes) - 2
+        names = _per_hidden_layer("activation", activation, hidden, str)
+        for name in names:
+            if name not in ACTIVATIONS:
+                raise ValueError(f"unknown activation {name!r}; choose from {sorted(ACTIVATIONS)}")
+        slopes = _per_hidden_layer("negative_slope", negative_slope, hidden, numbers.Real)
+        if init not in ("auto", "he", "glorot", "torch"):
+            raise ValueError(f"init must be 'auto', 'he', 'glorot' or 'torch', got {init!r}")
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+            raise TypeError(f"seed must be a non-negative integer, got {seed!r}")
+        self.dtype = as_dtype(dtype)
+        self.activations = tuple(names)
+        self.seed, self.init = int(seed), init
+
+        shapes = list(zip(self.sizes[1:], self.sizes[:-1]))               # (out, in) per Dense
+        total = sum(fan_out * fan_in + fan_out for fan_out, fan_in in shapes)
+        self.params = np.zeros(total, self.dtype)                          # the flat buffers
+        self.grads = np.zeros(total, self.dtype)
+        self.layers, self.dense_layers, self._spans = [], [], []
+        offset = 0
+        for index, (fan_out, fan_in) in enumerate(shapes):
+            stop = offset + fan_out * fan_in + fan_out
+            dense = Dense(fan_in, fan_out, self.params[offset:stop], self.grads[offset:stop])
+            self.layers.append(dense)
+            self.dense_layers.append(dense)
+            self._spans.append((offset, stop))
+            offset = stop
+            if index < hidden:
+                act = make_activation(names[index])
+                if isinstance(act, LeakyReLU):
+                    act.negative_slope = float(slopes[index])
+                self.layers.append(act)
+
+        rng = np.random.default_rng(self.seed)
+        for index, dense in enumerate(self.dense_layers):
+            feeds_relu = index < hidden and names[index] in RELU_FAMILY
+            scheme = init if init != "auto" else ("he" if feeds_relu else "glorot")
+            dense.initialize(rng, scheme)
+        self._workspace = {}
+
+    @staticmethod
+    def _check_sizes(sizes):
+        try:
+            sizes = list(sizes)
+        except TypeError:
+            raise TypeError(f"sizes must be a list of layer widths, got {sizes!r}") from None
+        if len(sizes) < 2:
+            raise ValueError(f"sizes needs at least an input and an output width, got {sizes}")
+        for size in sizes:
+            if isinstance(size, bool) or not isinstance(size, numbers.Integral):
+                raise TypeError(f"layer sizes must be integers, got {size!r} in {sizes}")
+            if size < 1:
+                raise ValueError(f"layer sizes must be >= 1, got {size} in {sizes}")
+        return tuple(int(size) for size in sizes)
+
+    # ----------------------------------------------------------------- description
+    @property
+    def num_parameters(self):
+        return self.params.size
+
+    @property
+    def in_features(self):
+        return self.sizes[0]
+
+    @property
+    def out_features(self):
+        return self.sizes[-1]
+
+    def config(self):
+        """What rebuilds this architecture: MLP(**model.config())."""
+        slopes = [layer.negative_slope if isinstance(layer, LeakyReLU) else 0.01
+                  for layer in self.layers[1::2]]
+        return {"sizes": list(self.sizes), "activation": list(self.activations),
+                "dtype": self.dtype.name, "seed": self.seed, "init": self.init,
+                "negative_slope": slopes}
+
+    def layout(self):
+        """[(name, start, stop, shape)] of every tensor in the flat buffers, in order."""
+        entries = []
+        for index, ((start, stop), dense) in enumerate(zip(self._spans, self.dense_layers)):
+            split = start + dense.W.size
+            entries.append((f"{2 * index}.weight", start, split, dense.W.shape))
+            entries.append((f"{2 * index}.bias", split, stop, dense.b.shape))
+        return entries
+
+    def named_parameters(self):
+        """{name: live view into model.params}, in state_dict order."""
+        return {name: self.params[a:b].reshape(shape) for name, a, b, shape in self.layout()}
+
+    def named_gradients(self):
+        """{name: live view into model.grads}, in state_dict order."""
+        return {name: self.grads[a:b].reshape(shape) for name, a, b, shape in self.layout()}
+
+    def state_dict(self):
+        """{"0.weight": (out, in), "0.bias": (out,), "2.weight": ...}: copies, PyTorch's keys."""
+        return {name: view.copy() for name, view in self.named_parameters().items()}
+
+    def load_state_dict(self, state):
+        """Copy ``state`` (same keys and shapes as state_dict()) into the parameters."""
+        if not isinstance(state, Mapping):
+            raise TypeError(f"state must be a mapping of names to arrays, got {type(state).__name__}")
+        views = self.named_parameters()
+        missing = [name for name in views if name not in state]
+        extra = [name for name in state if name not in views]
+        if missing or extra:
+            raise ValueError(f"state_dict keys do not match the model: missing {missing}, "
+                             f"unexpected {extra}; expected {list(views)}")
+        arrays = {}
+        for name, view in views.items():
+            array = numeric_array(f"state[{name!r}]", state[name])
+            if array.shape != view.shape:
+                raise ValueError(f"state[{name!r}] has shape {array.shape}, the model expects "
+                                 f"{view.shape}")
+            check_finite(f"state[{name!r}]", array)
+            arrays[name] = array
+        for name, view in views.items():                   # all checked first: all or nothing
+            view[...] = arrays[name]
+
+    def copy(self):
+        """An independent model with the same architecture, parameters and frozen layers."""
+        twin = MLP(**self.config())
+        twin.params[...] = self.params
+        for mine, theirs in zip(self.dense_layers, twin.dense_layers):
+            theirs.trainable = mine.trainable
+        return twin
+
+    # ----------------------------------------------------------------- freezing
+    def freeze(self, *dense_indices, trainable=False):
+        """Mark Dense layers (indexed from 0 among Dense layers) as frozen: no optimizer updates."""
+        for index in dense_indices:
+            if isinstance(index, bool) or not isinstance(index, numbers.Integral) or \
+                    not -len(self.dense_layers) <= index < len(self.dense_layers):
+                raise ValueError(f"Dense layer index {index!r} is out of range: the model has "
+                                 f"{len(self.dense_layers)} Dense layers (0..{len(self.dense_layers) - 1})")
+            self.dense_layers[index].trainable = trainable
+
+    def unfreeze(self, *dense_indices):
+        self.freeze(*dense_indices, trainable=True)
+
+    def trainable_spans(self):
+        """[(start, stop)] ranges of model.params that the optimizer updates (adjacent merged)."""
+        spans = []
+        for (start, stop), dense in zip(self._spans, self.dense_layers):
+            if not dense.trainable:
+                continue
+            if spans and spans[-1][1] == start:
+                spans[-1] = (spans[-1][0], stop)
+            else:
+                spans.append((start, stop))
+        return spans
+
+    # ----------------------------------------------------------------- computation
+    def _buffer(self, key, shape):
+        """A reusable workspace array for ``key``; reallocated only when the shape changes."""
+        buffer = self._workspace.get(key)
+        if buffer is None or buffer.shape != shape:
+            buffer = self._workspace[key] = np.empty(shape, self.dtype)
+        return buffer
+
+    def _forward(self, x):
+        """Unchecked forward of a (N, D) array of the model's dtype; returns new (N, C) logits."""
+        last = len(self.layers) - 1
+        for index, layer in enumerate(self.layers):
+            width = layer.out_features if isinstance(layer, Dense) else x.shape[1]
+            out = None if index == last else self._buffer(("y", index), (x.shape[0], width))
+            x = layer.forward(x, out=out)
+        return x
+
+    def _backward(self, dlogits, input_grad=False):
+        """Unchecked backward from dL/dlogits (N, C): overwrites model.grads, returns dX or None."""
+        dy = dlogits
+        for index in range(len(self.layers) - 1, -1, -1):
+            layer = self.layers[index]
+            if isinstance(layer, Dense):
+                need_dx = index > 0 or input_grad
+                out = self._buffer(("dx", index), (dy.shape[0], layer.in_features)) if index > 0 else None
+                dy = layer.backward(dy, out=out, need_dx=need_dx)
+            else:
+                dy = layer.backward(dy, out=dy)    # dy is a workspace of ours: update in place
+        return dy
+
+    def forward(self, X):
+        """Logits (N, C) for inputs X (N, D); caches what backward needs. Returns a new array."""
+        return self._forward(check_inputs("X", X, self.dtype, self.in_features))
+
+    def backward(self, dlogits, input_grad=False):
+        """Backpropagate dL/dlogits (N, C) from the last forward; OVERWRITES model.grads.
+
+        Returns dL/dX (N, D) when ``input_grad`` is true, else None.
+        """
+        first = self.dense_layers[0]._x
+        if first is None:
+            raise ValueError("backward called before forward: run model.forward(X) first")
+        dlogits = check_inputs("dlogits", dlogits, self.dtype, self.out_features, allow_empty=True)
+        if dlogits.shape[0] != first.shape[0]:
+            raise ValueError(f"dlogits has {dlogits.shape[0]} rows but the last forward had "
+                             f"{first.shape[0]}")
+        return self._backward(dlogits, input_grad)
+
+    def predict(self, X, batch_size=4096):
+        """Network outputs (N, C) for X, computed in batches; parameters and grads untouched."""
+        X = check_inputs("X", X, self.dtype, self.in_features)
+        return np.concatenate([self._forward(X[i:i + batch_size])
+                               for i in range(0, len(X), batch_size)])
+
+    def __repr__(self):
+        return (f"MLP(sizes={list(self.sizes)}, activation={list(self.activations)}, "
+                f"dtype={self.dtype.name!r}, num_parameters={self.num_parameters})")
+
+
+def loss_and_grads(model, X, y, loss="cross_entropy"):
+    """(loss, {name: gradient}) of ``loss`` for the batch (X, y) at the model's parameters.
+
+    The dict has the keys, order and shapes of ``model.state_dict()`` and holds copies.
+    loss: "cross_entropy", "mse" or "binary_cross_entropy" (see minidl.losses for reductions).
+    """
+    if not isinstance(model, MLP):
+        raise TypeError(f"model must be a minidl.MLP, got {type(model).__name__}")
+    kernel = loss_kernel(loss)
+    X = check_inputs("X", X, model.dtype, model.in_features)
+    targets = check_loss_targets(loss, y, (X.shape[0], model.out_features), model.dtype)
+    value, dlogits = kernel(model._forward(X), targets, X.shape[0])
+    model._backward(dlogits)
+    return value, {name: grad.copy() for name, grad in model.named_gradients().items()}

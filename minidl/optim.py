@@ -1,0 +1,177 @@
+"""Optimizers: in-place updates of the model's flat parameter buffer, PyTorch's rules.
+
+Both read ``model.grads`` and update only ``model.trainable_spans()`` (frozen layers are
+untouched, their optimizer state too). ``lr`` may be changed between steps (schedules,
+ReduceLROnPlateau). State lives here, never on the layers; ``state_dict()`` /
+``load_state_dict()`` carry it through checkpoints. The update rules, with g the gradient
+of the trainable parameters p and t the step count (from 1), are written in docs/optimizers.md.
+"""
+import numpy as np
+
+from .validation import check_real
+
+
+class Optimizer:
+    """Shared plumbing: the model, a validated ``lr``, the step count and scratch space."""
+
+    def __init__(self, model, lr):
+        self.model = model
+        self.lr = lr
+        self.step_count = 0
+        self._scratch = np.empty_like(model.params)       # per-step temporaries, reused
+
+    @property
+    def lr(self):
+        return self._lr
+
+    @lr.setter
+    def lr(self, value):
+        self._lr = check_real("lr", value, minimum=0.0)
+
+    def hyperparameters(self):
+        """The constructor's keyword arguments: type(opt)(model, **opt.hyperparameters())."""
+        raise NotImplementedError
+
+    def _buffers(self):
+        """{name: state array} of this optimizer (views into its own storage)."""
+        raise NotImplementedError
+
+    def step(self):
+        """Apply one update to the trainable parameters from the current model.grads."""
+        self.step_count += 1
+        for start, stop in self.model.trainable_spans():
+            span = slice(start, stop)
+            self._update(self.model.params[span], self.model.grads[span], span)
+
+    def _decayed_gradient(self, p, g, span, weight_decay):
+        """g + weight_decay * p (L2 penalty folded into the gradient, as PyTorch), in scratch."""
+        d = self._scratch[span]
+        if weight_decay:
+            np.multiply(p, weight_decay, out=d)
+            d += g
+        else:
+            np.copyto(d, g)
+        return d
+
+    def state_dict(self):
+        """Everything a resume needs: type, hyperparameters, step count and state arrays."""
+        state = {"type": type(self).__name__, "lr": self.lr, "step_count": self.step_count,
+                 "hyperparameters": self.hyperparameters()}
+        state.update({name: array.copy() for name, array in self._buffers().items()})
+        return state
+
+    def load_state_dict(self, state):
+        if state.get("type") != type(self).__name__:
+            raise ValueError(f"optimizer state is for {state.get('type')!r}, not {type(self).__name__}")
+        buffers = self._buffers()
+        for name, array in buffers.items():
+            saved = np.asarray(state[name])
+            if saved.shape != array.shape:
+                raise ValueError(f"optimizer state {name!r} has shape {saved.shape}, expected "
+                                 f"{array.shape} (a different model?)")
+            array[...] = saved
+        self.lr = state["lr"]
+        self.step_count = int(state["step_count"])
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with PyTorch's momentum, dampening, Nesterov and decay.
+
+        d = g + weight_decay * p
+        if momentum:  buf = d at t = 1, else buf = momentum * buf + (1 - dampening) * d
+                      d = d + momentum * buf if nesterov else buf
+        p = p - lr * d
+    """
+
+    def __init__(self, model, lr=0.01, momentum=0.0, dampening=0.0, nesterov=False,
+                 weight_decay=0.0):
+        super().__init__(model, lr)
+        self.momentum = check_real("momentum", momentum, minimum=0.0)
+        self.dampening = check_real("dampening", dampening)
+        self.weight_decay = check_real("weight_decay", weight_decay, minimum=0.0)
+        self.nesterov = bool(nesterov)
+        if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
+            raise ValueError("nesterov momentum requires momentum > 0 and dampening = 0 (as PyTorch)")
+        self.momentum_buffer = np.zeros_like(model.params) if self.momentum else None
+
+    def hyperparameters(self):
+        return {"lr": self.lr, "momentum": self.momentum, "dampening": self.dampening,
+                "nesterov": self.nesterov, "weight_decay": self.weight_decay}
+
+    def _buffers(self):
+        return {} if self.momentum_buffer is None else {"momentum_buffer": self.momentum_buffer}
+
+    def _update(self, p, g, span):
+        d = self._decayed_gradient(p, g, span, self.weight_decay)         # (P,) scratch
+        direction = d
+        if self.momentum:
+            buf = self.momentum_buffer[span]
+            if self.step_count == 1:
+                np.copyto(buf, d)                                         # PyTorch: buf = clone(d)
+            else:
+                buf *= self.momentum
+                if self.dampening:
+                    d *= 1 - self.dampening
+                buf += d
+            if self.nesterov:
+                d += self.momentum * buf                                  # a rare option: a temporary is fine
+            else:
+                direction = buf
+        np.multiply(direction, self.lr, out=d)                            # d is free now: lr * direction
+        p -= d
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba) with PyTorch's update, bias correction and L2 weight decay.
+
+        d = g + weight_decay * p
+        m = beta1 * m + (1 - beta1) * d          (computed as PyTorch's lerp)
+        v = beta2 * v + (1 - beta2) * d * d
+        p = p - lr / (1 - beta1**t) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps)
+    """
+
+    def __init__(self, model, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        super().__init__(model, lr)
+        beta1, beta2 = betas
+        self.betas = (check_real("betas[0]", beta1, 0.0, 1.0, max_inclusive=False),
+                      check_real("betas[1]", beta2, 0.0, 1.0, max_inclusive=False))
+        self.eps = check_real("eps", eps, minimum=0.0)
+        self.weight_decay = check_real("weight_decay", weight_decay, minimum=0.0)
+        self.exp_avg = np.zeros_like(model.params)
+        self.exp_avg_sq = np.zeros_like(model.params)
+        self._scratch2 = np.empty_like(model.params)
+
+    def hyperparameters(self):
+        return {"lr": self.lr, "betas": list(self.betas), "eps": self.eps,
+                "weight_decay": self.weight_decay}
+
+    def _buffers(self):
+        return {"exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq}
+
+    def _update(self, p, g, span):
+        beta1, beta2 = self.betas
+        t = self.step_count
+        d = self._decayed_gradient(p, g, span, self.weight_decay)         # (P,) scratch
+        m, v, tmp = self.exp_avg[span], self.exp_avg_sq[span], self._scratch2[span]
+        # m.lerp_(d, 1 - beta1), PyTorch's formula: m + w (d - m) for w < 0.5, else d - (d - m)(1 - w)
+        np.subtract(d, m, out=tmp)
+        if 1 - beta1 < 0.5:
+            tmp *= 1 - beta1
+            m += tmp
+        else:
+            tmp *= beta1
+            np.subtract(d, tmp, out=m)
+        v *= beta2                                                        # v.mul_(b2).addcmul_(d, d, 1-b2)
+        np.multiply(d, 1 - beta2, out=tmp)
+        tmp *= d
+        v += tmp
+        step_size = self.lr / (1 - beta1 ** t)
+        np.sqrt(v, out=tmp)                                               # denominator
+        tmp /= np.sqrt(1 - beta2 ** t)
+        tmp += self.eps
+        np.divide(m, tmp, out=tmp)
+        tmp *= -step_size
+        p += tmp
+
+
+OPTIMIZERS = {"sgd": SGD, "adam": Adam}

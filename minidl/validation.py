@@ -1,0 +1,122 @@
+"""Input checks for the public entry points.
+
+Every public function validates its arguments here and raises ``TypeError`` (wrong kind of
+thing) or ``ValueError`` (right kind, wrong value) with a message that names the argument,
+says what was expected and what was found. Internal code calls the unchecked kernels.
+"""
+import numbers
+
+import numpy as np
+
+FLOAT_DTYPES = ("float32", "float64")
+
+
+def as_dtype(dtype):
+    """Resolve a dtype name or object to np.float32 / np.float64, or raise."""
+    try:
+        resolved = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype must be 'float32' or 'float64', got {dtype!r}") from None
+    if resolved.name not in FLOAT_DTYPES:
+        raise TypeError(f"dtype must be 'float32' or 'float64', got {resolved.name!r}")
+    return resolved
+
+
+def numeric_array(name, value):
+    """np.asarray(value), rejecting what is not real numbers (objects, strings, complex)."""
+    try:
+        array = np.asarray(value)
+    except Exception as error:  # ragged lists and the like
+        raise TypeError(f"{name} must be an array of real numbers: {error}") from None
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold real numbers, got dtype {array.dtype}")
+    return array
+
+
+def check_finite(name, array):
+    """Raise ValueError if ``array`` holds NaN or infinity, naming where."""
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        bad = np.argwhere(~np.isfinite(array))[0]
+        raise ValueError(f"{name} contains non-finite values (first at index {tuple(bad.tolist())}); "
+                         f"remove or impute them before training")
+
+
+def check_inputs(name, X, dtype, n_features=None, allow_empty=False):
+    """Return X as a C-contiguous (N, D) array of ``dtype`` after checking it.
+
+    Rejects non-numeric data (TypeError), a wrong number of dimensions or features,
+    an empty batch (unless ``allow_empty``) and non-finite values (ValueError).
+    """
+    array = numeric_array(name, X)
+    if array.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (samples, features), got shape {array.shape}")
+    if array.shape[0] == 0 and not allow_empty:
+        raise ValueError(f"{name} is empty (0 samples): pass at least one sample")
+    if n_features is not None and array.shape[1] != n_features:
+        raise ValueError(f"{name} has {array.shape[1]} features per sample but the model expects "
+                         f"{n_features}")
+    check_finite(name, array)
+    return np.ascontiguousarray(array, dtype=dtype)
+
+
+def check_positive_int(name, value, minimum=1):
+    """Return ``value`` as an int >= minimum, or raise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_real(name, value, minimum=None, maximum=None, min_inclusive=True, max_inclusive=True):
+    """Return ``value`` as a finite float within the given bounds, or raise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if minimum is not None and (value < minimum or (value == minimum and not min_inclusive)):
+        bound = ">=" if min_inclusive else ">"
+        raise ValueError(f"{name} must be {bound} {minimum}, got {value}")
+    if maximum is not None and (value > maximum or (value == maximum and not max_inclusive)):
+        bound = "<=" if max_inclusive else "<"
+        raise ValueError(f"{name} must be {bound} {maximum}, got {value}")
+    return value
+
+
+def check_class_labels(name, y, n_rows, n_classes):
+    """Return integer class labels (N,) as int64 after checking range and integrality."""
+    labels = numeric_array(name, y)
+    if labels.ndim != 1 or labels.shape[0] != n_rows:
+        raise ValueError(f"{name} must have shape ({n_rows},) to match the inputs, got {labels.shape}")
+    if labels.dtype.kind == "f":
+        check_finite(name, labels)
+        if not np.array_equal(labels, np.round(labels)):
+            raise ValueError(f"{name} must be integral class indices, got non-integer values "
+                             f"such as {labels[labels != np.round(labels)][0]}")
+    if labels.dtype.kind == "b":
+        raise TypeError(f"{name} must be integer class indices, got booleans")
+    if n_rows and (labels.min() < 0 or labels.max() >= n_classes):
+        raise ValueError(f"{name} must be class indices in [0, {n_classes - 1}] for {n_classes} "
+                         f"outputs, got values in [{labels.min()}, {labels.max()}]")
+    return labels.astype(np.int64)
+
+
+def check_targets(name, y, shape, dtype, low=None, high=None):
+    """Return real-valued targets shaped like the outputs ``shape`` (N, K).
+
+    A 1-D target of length N is accepted when K == 1 and reshaped to (N, 1), never
+    broadcast (PyTorch broadcasts (N,) against (N, 1) to (N, N), a classic silent bug).
+    """
+    targets = numeric_array(name, y)
+    if targets.ndim == 1 and shape[1] == 1:
+        targets = targets.reshape(-1, 1)
+    if targets.shape != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)} to match the outputs, "
+                         f"got {targets.shape}")
+    check_finite(name, targets)
+    if (low is not None and targets.size and targets.min() < low) or \
+            (high is not None and targets.size and targets.max() > high):
+        raise ValueError(f"{name} must lie in [{low}, {high}], got values in "
+                         f"[{targets.min()}, {targets.max()}]")
+    return np.ascontiguousarray(targets, dtype=dtype)

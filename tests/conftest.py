@@ -1,0 +1,31 @@
+"""Shared test configuration: tolerances, the error metric, hypothesis profiles, fixtures."""
+import os
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+
+from minidl.gradcheck import relative_error
+
+# Named tolerances, all for the metric max|a - b| / max(tiny, max|b|) per tensor.
+FD_TOL = 1e-6            # central differences in float64 against backprop
+EXACT_TOL = 1e-12        # two float64 computations of the same quantity
+FLOAT32_TOL = 1e-4       # float32 against float64
+TORCH_TOL = 1e-12        # minidl against PyTorch in float64
+
+settings.register_profile("ci", deadline=None, derandomize=True, max_examples=60,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("dev", deadline=None, max_examples=60,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+
+def assert_close(actual, expected, tol, what=""):
+    """Assert relative_error(actual, expected) <= tol, with the error in the message."""
+    error = relative_error(actual, expected)
+    assert error <= tol, f"{what}: relative error {error:.3e} > {tol:.0e}"
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)
