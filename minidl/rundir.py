@@ -1,0 +1,103 @@
+"""The run directory: what `minidl train` leaves on disk, and how to read it back.
+
+    config.toml      the resolved configuration (defaults < --config file < flags)
+    data.json        the dataset, its splits and the standardisation fitted on training data
+    checkpoint.npz   everything a resume needs (minidl.checkpoint), the LIVE state
+    history.json     one record per check, plus the end-of-training summary
+    history.csv      the same records as a table
+    summary.json     stop reason, best / stopped epoch, epochs run, test metrics, speed
+    final.npz        the final parameters (after any best-weights restore) under state_dict keys
+    curves.png       loss / val_loss per epoch, best and stop marked, lr on a second axis
+"""
+import json
+import os
+
+import numpy as np
+
+from .checkpoint import META_KEY, atomic_write, load_checkpoint
+from .model import MLP
+
+CONFIG, DATA, CHECKPOINT, HISTORY_JSON, HISTORY_CSV = (
+    "config.toml", "data.json", "checkpoint.npz", "history.json", "history.csv")
+SUMMARY, FINAL, CURVES = "summary.json", "final.npz", "curves.png"
+OUTPUTS = (CONFIG, DATA, CHECKPOINT, HISTORY_JSON, HISTORY_CSV, SUMMARY, FINAL, CURVES)
+
+
+def _toml_value(value):
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)                 # a TOML basic string is a JSON string
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    raise TypeError(f"cannot write {value!r} to TOML")
+
+
+def to_toml(config):
+    """A flat TOML document for a flat dict; None values are left out (TOML has no null)."""
+    return "".join(f"{key} = {_toml_value(value)}\n" for key, value in config.items() if value is not None)
+
+
+def read_toml(path):
+    try:
+        import tomllib
+    except ImportError:                          # Python 3.10
+        import tomli as tomllib
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except OSError as error:
+        raise ValueError(f"cannot read config file {path}: {error.strerror}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ValueError(f"config file {path} is not valid TOML: {error}") from None
+
+
+def write_text(path, text):
+    atomic_write(path, lambda handle: handle.write(text.encode()))
+
+
+def write_json(path, data):
+    write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def write_params(path, model):
+    """final.npz: the parameters under state_dict keys, readable with NumPy alone."""
+    atomic_write(path, lambda handle: np.savez(handle, **model.state_dict()))
+
+
+def load_model(path):
+    """An MLP from a checkpoint, a final.npz (with config.toml beside it) or a run directory."""
+    if os.path.isdir(path):
+        path = os.path.join(path, FINAL)
+    if not os.path.exists(path):
+        raise ValueError(f"no model at {path}: pass a run directory, its final.npz or a checkpoint")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            is_checkpoint = META_KEY in archive.files
+    except (OSError, ValueError, EOFError) as error:
+        raise ValueError(f"{path} is not a readable .npz file: {error}") from None
+    if not is_checkpoint:
+        return _load_final(path)
+    arrays, meta = load_checkpoint(path)
+    model = MLP(**meta["model"])
+    model.params[...] = arrays["params"]
+    return model
+
+
+def _load_final(path):
+    config_path = os.path.join(os.path.dirname(path), CONFIG)
+    if not os.path.exists(config_path):
+        raise ValueError(f"{path} holds bare parameters; its architecture comes from {config_path}, "
+                         f"which is missing")
+    with np.load(path, allow_pickle=False) as archive:
+        state = {name: archive[name] for name in archive.files}
+    config = read_toml(config_path)
+    names = sorted((name for name in state if name.endswith(".weight")), key=lambda n: int(n.split(".")[0]))
+    weights = [state[name] for name in names]
+    sizes = [weights[0].shape[1]] + [weight.shape[0] for weight in weights]
+    model = MLP(sizes, activation=config.get("activation", "relu"), dtype=config.get("dtype", "float64"),
+                negative_slope=config.get("negative_slope", 0.01))
+    model.load_state_dict(state)
+    return model
