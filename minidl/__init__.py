@@ -11,12 +11,15 @@ from .gradcheck import check_gradients, check_layer, relative_error
 from .layers import Dense, Identity, LeakyReLU, ReLU, Sigmoid, Tanh
 from .losses import binary_cross_entropy, mse, softmax_cross_entropy
 from .model import MLP, loss_and_grads
+from .monitor import EarlyStopping, ReduceLROnPlateau
 from .optim import SGD, Adam
+from .train import History, evaluate, fit
 
 __version__ = "0.1.0"
 
 __all__ = [
     "MLP", "loss_and_grads", "Dense", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Identity",
     "mse", "softmax_cross_entropy", "binary_cross_entropy", "SGD", "Adam",
-    "check_gradients", "check_layer", "relative_error",
+    "check_gradients", "check_layer", "relative_error", "EarlyStopping", "ReduceLROnPlateau",
+    "fit", "evaluate", "History",
 ]

@@ -21,7 +21,7 @@ from .finetune import replace_head
 from .layers import ACTIVATIONS
 from .model import MLP
 from .optim import SGD, Adam
-from .train import Trainer, evaluate
+from .train import evaluate, fit
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -76,7 +76,7 @@ TRAIN_OPTIONS = [
     Option("momentum", float, 0.9, "SGD momentum"),
     Option("dampening", float, 0.0, "SGD dampening"),
     Option("nesterov", bool, False, "SGD Nesterov momentum"),
-    Option("weight_decay", float, 0.0, "L2 weight decay"),
+    Option("weight_decay", float, 1e-3, "L2 weight decay (as PyTorch: added to the gradient)"),
     Option("beta1", float, 0.9, "Adam beta1"),
     Option("beta2", float, 0.999, "Adam beta2"),
     Option("eps", float, 1e-8, "Adam epsilon"),
@@ -323,16 +323,16 @@ def cmd_train(args):
     callbacks = _build_callbacks(config) + [progress]
     checkpoint = os.path.join(output, rundir.CHECKPOINT)
     resume = args.resume and os.path.exists(checkpoint)
-    trainer = Trainer(model, config["loss"], optimizer, dataset.X_train, dataset.y_train,
-                      epochs=config["epochs"], batch_size=config["batch_size"],
-                      validation_data=(dataset.X_val, dataset.y_val), validation_split=0.0,
-                      callbacks=callbacks, seed=config["seed"], check_every_steps=config["check_every_steps"],
-                      comm=comm, checkpoint=checkpoint)
     if comm.rank == 0:
         os.makedirs(output, exist_ok=True)
         rundir.write_text(config_path, rundir.to_toml(config))
         rundir.write_json(os.path.join(output, rundir.DATA), dataset.info)
-    history = trainer.fit(resume)
+    history = fit(model, config["loss"], optimizer, dataset.X_train, dataset.y_train,
+                  epochs=config["epochs"], batch_size=config["batch_size"],
+                  validation_data=(dataset.X_val, dataset.y_val), callbacks=callbacks,
+                  seed=config["seed"], check_every_steps=config["check_every_steps"], comm=comm,
+                  sync=config["sync"], sync_every=config["sync_every"],
+                  checkpoint=checkpoint, resume=resume)
     test = evaluate(model, dataset.X_test, dataset.y_test, config["loss"], comm=comm)
     summary = dict(history.summary(), monitor=config["monitor"] if config["early_stopping"] else None,
                    best_value=_best_value(history, config), test_loss=test["loss"],
