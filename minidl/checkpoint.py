@@ -39,7 +39,10 @@ def atomic_write(path, write):
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=directory)
+    umask = os.umask(0)
+    os.umask(umask)
     try:
+        os.fchmod(fd, 0o666 & ~umask)             # mkstemp makes 0600; give the usual file mode
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()

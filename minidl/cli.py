@@ -219,6 +219,24 @@ def build_parser():
     gradcheck.add_argument("--seed", type=int, default=0)
     gradcheck.add_argument("--eps", type=float, default=1e-6)
     gradcheck.add_argument("--tolerance", type=float, default=1e-6)
+
+    golden = commands.add_parser("golden", help="write or check a golden file (see docs/oracle.md)")
+    golden_commands = golden.add_subparsers(dest="golden_command", metavar="write|check")
+    golden_commands.required = True
+    write = golden_commands.add_parser("write", help="write minidl's float64 answer for a seeded model and batch")
+    write.add_argument("path")
+    write.add_argument("--sizes", default="4,8,3", help="layer widths incl. input and output")
+    write.add_argument("--activation", default="relu", help="one activation, or one per hidden layer")
+    write.add_argument("--negative-slope", default="0.01", help="LeakyReLU slope, or one per hidden layer")
+    write.add_argument("--loss", default="cross_entropy", choices=("cross_entropy", "mse", "binary_cross_entropy"))
+    write.add_argument("--seed", type=int, default=0)
+    write.add_argument("--batch-size", type=int, default=8)
+    write.add_argument("--trajectory-steps", type=int, default=0)
+    write.add_argument("--optimizer", choices=("sgd", "adam"))
+    write.add_argument("--optimizer-args", help='JSON keyword arguments, e.g. \'{"lr": 0.01}\'')
+    check = golden_commands.add_parser("check", help="recompute a golden file with this minidl (exit 1 on mismatch)")
+    check.add_argument("path")
+    check.add_argument("--rtol", type=float)
     return parser
 
 
@@ -310,6 +328,9 @@ def cmd_train(args):
     config = resolve_config(args, saved)
     if saved is not None:
         _check_resume_config(config, merge_config(("the run's config.toml", saved)))
+    for key in ("epochs", "batch_size", "check_every_steps", "sync_every"):     # before any division
+        if config[key] is not None and config[key] < 1:
+            raise UsageError(f"--{key.replace('_', '-')} must be >= 1, got {config[key]}")
     dataset = load_dataset(config["dataset"], seed=config["data_seed"], val_fraction=config["val_fraction"],
                            test_fraction=config["test_fraction"], data_dir=config["data_dir"],
                            xor_points=config["xor_points"])
@@ -454,7 +475,31 @@ def cmd_gradcheck(args):
     return 0 if report.ok(args.tolerance) else 1
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "plot": cmd_plot, "gradcheck": cmd_gradcheck}
+def cmd_golden(args):
+    from .golden import check_golden, write_golden
+    if args.golden_command == "check":
+        if not os.path.exists(args.path):
+            raise UsageError(f"no golden file at {args.path}")
+        report = check_golden(args.path, rtol=args.rtol)
+        print(report)
+        return 0 if report.ok else 1
+    try:
+        slopes = [float(item) for item in args.negative_slope.split(",")]
+        optimizer_args = json.loads(args.optimizer_args or "{}")
+    except ValueError as error:
+        raise UsageError(f"--negative-slope / --optimizer-args: {error}") from None
+    optimizer = None
+    if args.optimizer or args.optimizer_args:
+        optimizer = (args.optimizer or "sgd", optimizer_args)
+    write_golden(args.path, sizes=_ints(args.sizes), activation=_names(args.activation),
+                 negative_slope=slopes[0] if len(slopes) == 1 else slopes, loss=args.loss, seed=args.seed,
+                 batch=args.batch_size, trajectory_steps=args.trajectory_steps, optimizer=optimizer)
+    print(f"wrote {args.path}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "plot": cmd_plot, "gradcheck": cmd_gradcheck,
+            "golden": cmd_golden}
 
 
 def main(argv=None):
