@@ -293,13 +293,17 @@ def _build_model(config, dataset):
     return model
 
 
+DEFAULT_LR = {"sgd": 0.05, "adam": 0.001}
+
+
 def _build_optimizer(config, model):
+    """The optimizer; fills in config["lr"] when it was left to the optimizer's default."""
+    if config["lr"] is None:
+        config["lr"] = DEFAULT_LR[config["optimizer"]]
     if config["optimizer"] == "adam":
-        lr = 0.001 if config["lr"] is None else config["lr"]
-        return Adam(model, lr=lr, betas=(config["beta1"], config["beta2"]), eps=config["eps"],
+        return Adam(model, lr=config["lr"], betas=(config["beta1"], config["beta2"]), eps=config["eps"],
                     weight_decay=config["weight_decay"])
-    lr = 0.05 if config["lr"] is None else config["lr"]
-    return SGD(model, lr=lr, momentum=config["momentum"], dampening=config["dampening"],
+    return SGD(model, lr=config["lr"], momentum=config["momentum"], dampening=config["dampening"],
                nesterov=config["nesterov"], weight_decay=config["weight_decay"])
 
 
@@ -319,6 +323,20 @@ def _build_callbacks(config):
             mode=config["mode"], min_delta=config["lr_min_delta"], cooldown=config["lr_cooldown"],
             min_lr=config["min_lr"]))
     return callbacks
+
+
+class _RunFiles:
+    """Writes config.toml and data.json when training begins, i.e. once fit has accepted every
+    argument: a run refused at start-up leaves no files behind that would need --overwrite."""
+
+    def __init__(self, output, config, info):
+        self.output, self.config, self.info = output, config, info
+
+    def on_train_begin(self, run):
+        if run.comm.rank == 0:
+            os.makedirs(self.output, exist_ok=True)
+            rundir.write_text(os.path.join(self.output, rundir.CONFIG), rundir.to_toml(self.config))
+            rundir.write_json(os.path.join(self.output, rundir.DATA), self.info)
 
 
 def cmd_train(args):
@@ -341,13 +359,9 @@ def cmd_train(args):
     from .progress import ProgressBar
     progress = ProgressBar(math.ceil(len(dataset.X_train) / config["batch_size"]), config["epochs"],
                            enabled=comm.rank == 0 and not args.quiet, verbose=args.verbose)
-    callbacks = _build_callbacks(config) + [progress]
+    callbacks = _build_callbacks(config) + [progress, _RunFiles(output, config, dataset.info)]
     checkpoint = os.path.join(output, rundir.CHECKPOINT)
     resume = args.resume and os.path.exists(checkpoint)
-    if comm.rank == 0:
-        os.makedirs(output, exist_ok=True)
-        rundir.write_text(config_path, rundir.to_toml(config))
-        rundir.write_json(os.path.join(output, rundir.DATA), dataset.info)
     history = fit(model, config["loss"], optimizer, dataset.X_train, dataset.y_train,
                   epochs=config["epochs"], batch_size=config["batch_size"],
                   validation_data=(dataset.X_val, dataset.y_val), callbacks=callbacks,
