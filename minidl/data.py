@@ -13,6 +13,7 @@ fitted on the training split only, plus an ``info`` dict that records what was u
 """
 import gzip
 import hashlib
+import math
 import os
 import urllib.error
 import urllib.request
@@ -115,8 +116,10 @@ def read_idx(path):
     if ndim == 0 or len(raw) < header:
         raise DataError(f"{path}: truncated IDX header")
     shape = tuple(int(size) for size in np.frombuffer(raw, ">i4", ndim, offset=4))
+    if min(shape) < 0:
+        raise DataError(f"{path}: corrupt IDX header (negative size in shape {shape})")
     dtype = np.dtype(IDX_DTYPES[raw[2]])
-    expected = header + int(np.prod(shape)) * dtype.itemsize
+    expected = header + math.prod(shape) * dtype.itemsize          # Python ints: no overflow
     if len(raw) != expected:
         raise DataError(f"{path}: IDX data has {len(raw)} bytes, its header promises {expected} "
                         f"(truncated or corrupt file)")
@@ -218,7 +221,10 @@ def load_image_dataset(name, data_dir=None, download=True):
         arrays = [read_idx(path) for path in local]
     x_train, y_train, x_test, y_test = arrays
     for images, labels, split in ((x_train, y_train, "train"), (x_test, y_test, "test")):
-        if len(images) != len(labels) or images.ndim < 2:
+        if images.ndim < 2 or labels.ndim != 1:
+            raise DataError(f"{name} {split}: images must be at least 2-D and labels 1-D, got shapes "
+                            f"{images.shape} and {labels.shape} (files swapped or corrupt?)")
+        if len(images) != len(labels):
             raise DataError(f"{name} {split}: {len(images)} images but {len(labels)} labels")
     flat = lambda images: images.reshape(len(images), -1).astype(np.float64) / 255.0
     return (flat(x_train), y_train.astype(np.int64)), (flat(x_test), y_test.astype(np.int64))
@@ -228,12 +234,13 @@ def load_image_dataset(name, data_dir=None, download=True):
 def stratified_split(labels, fractions, seed):
     """Index arrays, one per fraction (the rest goes last), each class split in proportion.
 
-    With ``labels=None`` the split is a plain seeded shuffle. Every part gets at least one
-    sample or a DataError says which fraction is impossible.
+    Equal labels for every sample (e.g. ``np.zeros(n)``) give a plain seeded shuffle. Every
+    part gets at least one sample or a DataError says which fraction is impossible.
     """
+    labels = np.asarray(labels)
     n = len(labels)
     rng = np.random.default_rng(seed)
-    groups = [np.arange(n)] if labels is None else [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    groups = [np.flatnonzero(labels == c) for c in np.unique(labels)]
     parts = [[] for _ in range(len(fractions) + 1)]
     for group in groups:
         group = rng.permutation(group)

@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from .checkpoint import META_KEY, atomic_write, load_checkpoint
+from .checkpoint import META_KEY, CheckpointError, atomic_write, load_checkpoint
 from .model import MLP
 
 CONFIG, DATA, CHECKPOINT, HISTORY_JSON, HISTORY_CSV = (
@@ -81,8 +81,14 @@ def load_model(path):
     if not is_checkpoint:
         return _load_final(path)
     arrays, meta = load_checkpoint(path)
+    if not isinstance(meta.get("model"), dict):
+        raise CheckpointError(f"{path} has no model description: not a training checkpoint")
     model = MLP(**meta["model"])
-    model.params[...] = arrays["params"]
+    params = arrays.get("params")
+    if params is None or params.shape != model.params.shape:
+        raise CheckpointError(f"{path}: params has shape {None if params is None else params.shape}, "
+                              f"the model {list(model.sizes)} needs {model.params.shape}")
+    model.params[...] = params
     return model
 
 
@@ -94,8 +100,12 @@ def _load_final(path):
     with np.load(path, allow_pickle=False) as archive:
         state = {name: archive[name] for name in archive.files}
     config = read_toml(config_path)
-    names = sorted((name for name in state if name.endswith(".weight")), key=lambda n: int(n.split(".")[0]))
+    names = sorted((name for name in state if name.endswith(".weight") and name.split(".")[0].isdigit()),
+                   key=lambda n: int(n.split(".")[0]))
     weights = [state[name] for name in names]
+    if not weights or any(weight.ndim != 2 for weight in weights):
+        raise ValueError(f"{path} does not hold MLP parameters under state_dict keys "
+                         f"(0.weight (out, in), 0.bias, 2.weight, ...); it holds {sorted(state)}")
     sizes = [weights[0].shape[1]] + [weight.shape[0] for weight in weights]
     model = MLP(sizes, activation=config.get("activation", "relu"), dtype=config.get("dtype", "float64"),
                 negative_slope=config.get("negative_slope", 0.01))
