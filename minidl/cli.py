@@ -353,6 +353,9 @@ def cmd_train(args):
                            test_fraction=config["test_fraction"], data_dir=config["data_dir"],
                            xor_points=config["xor_points"])
     config["loss"] = config["loss"] or dataset.loss
+    if config["loss"] == "cross_entropy" and dataset.n_outputs < 2:
+        raise UsageError(f"cross_entropy needs at least 2 outputs (one per class); {dataset.name} has "
+                         f"{dataset.n_outputs}: use --loss binary_cross_entropy")
     model = _build_model(config, dataset)
     optimizer = _build_optimizer(config, model)
     comm = resolve_comm("auto")

@@ -25,7 +25,7 @@ from .interop import to_numpy
 from .model import MLP, loss_and_grads
 from .monitor import EarlyStopping, ReduceLROnPlateau
 from .optim import OPTIMIZERS, Optimizer
-from .validation import check_positive_int, check_real
+from .validation import check_positive_int, check_real, check_same_keys
 
 DEFAULT_RTOL = {"float64": 1e-10, "float32": 1e-4}
 
@@ -147,11 +147,7 @@ def _their_tensors(what, given, names):
     if not isinstance(given, Mapping):
         raise TypeError(f"{what} must be a mapping of names to arrays (keyed like "
                         f"model.state_dict()), got {type(given).__name__}")
-    missing = [name for name in names if name not in given]
-    extra = [name for name in given if name not in names]
-    if missing or extra:
-        raise ValueError(f"{what} keys do not match the model: missing {missing}, unexpected "
-                         f"{extra}; expected {list(names)} (PyTorch nn.Sequential names)")
+    check_same_keys(what, given, list(names), " (PyTorch nn.Sequential names)")
     tensors = {}
     for name in names:
         if given[name] is None:

@@ -48,6 +48,8 @@ def check_inputs(name, X, dtype, n_features=None, allow_empty=False):
     an empty batch (unless ``allow_empty``) and non-finite values (ValueError).
     """
     array = numeric_array(name, X)
+    if array.dtype.kind == "b":
+        raise TypeError(f"{name} must hold real numbers, got booleans; convert with .astype(float)")
     if array.ndim != 2:
         raise ValueError(f"{name} must be 2-D (samples, features), got shape {array.shape}")
     if array.shape[0] == 0 and not allow_empty:
@@ -57,6 +59,15 @@ def check_inputs(name, X, dtype, n_features=None, allow_empty=False):
                          f"{n_features}")
     check_finite(name, array)
     return np.ascontiguousarray(array, dtype=dtype)
+
+
+def check_same_keys(what, mapping, names, hint=""):
+    """Raise ValueError unless ``mapping`` has exactly the keys ``names`` (listing the difference)."""
+    missing = [name for name in names if name not in mapping]
+    extra = [name for name in mapping if name not in names]
+    if missing or extra:
+        raise ValueError(f"{what} keys do not match the model: missing {missing}, unexpected "
+                         f"{extra}; expected {list(names)}{hint}")
 
 
 def check_positive_int(name, value, minimum=1):

@@ -1,5 +1,7 @@
 """Shared test configuration: tolerances, the error metric, hypothesis profiles, fixtures."""
 import os
+import signal
+import time
 
 import numpy as np
 import pytest
@@ -24,6 +26,20 @@ def assert_close(actual, expected, tol, what=""):
     """Assert relative_error(actual, expected) <= tol, with the error in the message."""
     error = relative_error(actual, expected)
     assert error <= tol, f"{what}: relative error {error:.3e} > {tol:.0e}"
+
+
+def kill_after_checks(process, checkpoint, checks=2, timeout=90):
+    """SIGKILL the running ``process`` once ``checkpoint`` records at least ``checks`` checks."""
+    from minidl.checkpoint import load_checkpoint
+    deadline, seen = time.monotonic() + timeout, 0
+    while seen < checks:
+        assert process.poll() is None, "the run ended before it could be killed"
+        assert time.monotonic() < deadline, f"no checkpoint with {checks} checks within {timeout} s"
+        if checkpoint.exists():
+            seen = load_checkpoint(checkpoint)[1]["counters"]["check"]
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait(timeout=30) == -signal.SIGKILL
 
 
 @pytest.fixture

@@ -7,16 +7,14 @@ import contextlib
 import io
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import EXACT_TOL, assert_close
+from conftest import EXACT_TOL, assert_close, kill_after_checks
 from minidl import checkpoint as ckpt
 from minidl import rundir
 from minidl.cli import main
@@ -229,15 +227,8 @@ def test_resume_after_sigkill_gives_the_same_final_npz(tmp_path):
     process = subprocess.Popen([sys.executable, str(SCRIPTS / "slow_cli.py"), "1.0", *map(str, flags),
                                 "--output", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        checkpoint, checks, deadline = killed / "checkpoint.npz", 0, time.monotonic() + 90
-        while checks < 2:
-            assert process.poll() is None, "the run ended before it could be killed: " + process.stderr.read().decode()
-            assert time.monotonic() < deadline, "no checkpoint with 2 checks in time"
-            if checkpoint.exists():
-                checks = ckpt.load_checkpoint(checkpoint)[1]["counters"]["check"]
-            time.sleep(0.05)
-        process.send_signal(signal.SIGKILL)
-        assert process.wait(timeout=30) == -signal.SIGKILL
+        checkpoint = killed / "checkpoint.npz"
+        kill_after_checks(process, checkpoint, checks=2, timeout=90)
     finally:
         if process.poll() is None:
             process.kill()

@@ -7,13 +7,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import EXACT_TOL, assert_close
+from conftest import EXACT_TOL, assert_close, kill_after_checks
 from minidl import MLP, SGD, Adam
 from minidl import checkpoint as ckpt
 from minidl.data import make_blobs, make_xor
@@ -659,16 +658,7 @@ def test_a_run_killed_with_sigkill_resumes_bit_identically(tmp_path):
     command = [sys.executable, str(SCRIPTS / "resume_worker.py"), str(checkpoint), str(out)]
     process = subprocess.Popen(command + ["--sleep", "0.3"])
     try:
-        deadline = time.monotonic() + 60
-        checks = 0
-        while checks < 2:
-            assert process.poll() is None, "the worker ended before it could be killed"
-            assert time.monotonic() < deadline, "the worker made no checkpoint in time"
-            if checkpoint.exists():
-                checks = ckpt.load_checkpoint(checkpoint)[1]["counters"]["check"]
-            time.sleep(0.02)
-        process.send_signal(signal.SIGKILL)
-        assert process.wait(timeout=30) == -signal.SIGKILL
+        kill_after_checks(process, checkpoint, checks=2, timeout=60)
     finally:
         if process.poll() is None:
             process.kill()
