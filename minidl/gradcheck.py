@@ -73,6 +73,8 @@ def check_gradients(model, X, y, loss="cross_entropy", eps=1e-6, check_input=Tru
     GradcheckReport with one row per parameter tensor (state_dict names) and one for "input".
     """
     eps = check_real("eps", eps, minimum=0.0, min_inclusive=False)
+    if not callable(getattr(model, "config", None)):
+        raise TypeError(f"model must be a minidl.MLP, got {type(model).__name__}")
     config = dict(model.config(), dtype="float64")
     work = type(model)(**config)
     work.params[...] = model.params

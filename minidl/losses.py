@@ -102,7 +102,7 @@ def loss_kernel(name):
 
 
 def _checked_call(name, logits, targets, num_samples):
-    z = np.asarray(logits)
+    z = numeric_array("logits", logits)
     dtype = z.dtype if z.dtype in (np.float32, np.float64) else np.float64
     z = check_inputs("logits", z, dtype, allow_empty=num_samples is not None)
     y = check_loss_targets(name, targets, z.shape, dtype)

@@ -11,14 +11,19 @@ import numpy as np
 
 from .layers import ACTIVATIONS, Dense, LeakyReLU, make_activation
 from .losses import check_loss_targets, loss_kernel
-from .validation import as_dtype, check_finite, check_inputs, numeric_array
+from .validation import (as_dtype, check_finite, check_inputs, check_positive_int, check_real, check_same_keys,
+                         numeric_array)
 
 RELU_FAMILY = ("relu", "leaky_relu")
 
 
 def _per_hidden_layer(name, value, count, kinds):
     """One value for every hidden layer, or a list with one per hidden layer."""
-    values = [value] * count if isinstance(value, kinds) else list(value)
+    try:
+        values = [value] * count if isinstance(value, kinds) else list(value)
+    except TypeError:
+        raise TypeError(f"{name} must be one value or a list of {count} (one per hidden layer), "
+                        f"got {value!r}") from None
     if len(values) != count:
         raise ValueError(f"{name} must be one value or a list of {count} (one per hidden layer), "
                          f"got {len(values)}")
@@ -48,9 +53,10 @@ class MLP:
         hidden = len(self.sizes) - 2
         names = _per_hidden_layer("activation", activation, hidden, str)
         for name in names:
-            if name not in ACTIVATIONS:
+            if not isinstance(name, str) or name not in ACTIVATIONS:
                 raise ValueError(f"unknown activation {name!r}; choose from {sorted(ACTIVATIONS)}")
-        slopes = _per_hidden_layer("negative_slope", negative_slope, hidden, numbers.Real)
+        slopes = [check_real("negative_slope", slope) for slope in
+                  _per_hidden_layer("negative_slope", negative_slope, hidden, numbers.Real)]
         if init not in ("auto", "he", "glorot", "torch"):
             raise ValueError(f"init must be 'auto', 'he', 'glorot' or 'torch', got {init!r}")
         if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
@@ -147,11 +153,7 @@ class MLP:
         if not isinstance(state, Mapping):
             raise TypeError(f"state must be a mapping of names to arrays, got {type(state).__name__}")
         views = self.named_parameters()
-        missing = [name for name in views if name not in state]
-        extra = [name for name in state if name not in views]
-        if missing or extra:
-            raise ValueError(f"state_dict keys do not match the model: missing {missing}, "
-                             f"unexpected {extra}; expected {list(views)}")
+        check_same_keys("state_dict", state, list(views))
         arrays = {}
         for name, view in views.items():
             array = numeric_array(f"state[{name!r}]", state[name])
@@ -208,8 +210,12 @@ class MLP:
         """Unchecked forward of a (N, D) array of the model's dtype; returns new (N, C) logits."""
         last = len(self.layers) - 1
         for index, layer in enumerate(self.layers):
-            width = layer.out_features if isinstance(layer, Dense) else x.shape[1]
-            out = None if index == last else self._buffer(("y", index), (x.shape[0], width))
+            if not isinstance(layer, Dense):
+                out = x            # activations overwrite the Dense output (our workspace) in place
+            elif index < last:
+                out = self._buffer(("y", index), (x.shape[0], layer.out_features))
+            else:
+                out = None         # the logits are a new array
             x = layer.forward(x, out=out)
         return x
 
@@ -247,6 +253,7 @@ class MLP:
     def predict(self, X, batch_size=4096):
         """Network outputs (N, C) for X, computed in batches; parameters and grads untouched."""
         X = check_inputs("X", X, self.dtype, self.in_features)
+        batch_size = check_positive_int("batch_size", batch_size)
         return np.concatenate([self._forward(X[i:i + batch_size])
                                for i in range(0, len(X), batch_size)])
 

@@ -15,6 +15,9 @@ class Optimizer:
     """Shared plumbing: the model, a validated ``lr``, the step count and scratch space."""
 
     def __init__(self, model, lr):
+        if not all(hasattr(model, name) for name in ("params", "grads", "trainable_spans")):
+            raise TypeError(f"model must be a minidl.MLP (params, grads, trainable_spans), "
+                            f"got {type(model).__name__}")
         self.model = model
         self.lr = lr
         self.step_count = 0
@@ -44,13 +47,16 @@ class Optimizer:
             self._update(self.model.params[span], self.model.grads[span], span)
 
     def _decayed_gradient(self, p, g, span, weight_decay):
-        """g + weight_decay * p (L2 penalty folded into the gradient, as PyTorch), in scratch."""
+        """g + weight_decay * p (L2 penalty folded into the gradient, as PyTorch), in scratch.
+
+        Without weight decay this is g itself, not a copy (a pass over all parameters
+        saved): callers only read it.
+        """
+        if not weight_decay:
+            return g
         d = self._scratch[span]
-        if weight_decay:
-            np.multiply(p, weight_decay, out=d)
-            d += g
-        else:
-            np.copyto(d, g)
+        np.multiply(p, weight_decay, out=d)
+        d += g
         return d
 
     def state_dict(self):
@@ -102,23 +108,21 @@ class SGD(Optimizer):
         return {} if self.momentum_buffer is None else {"momentum_buffer": self.momentum_buffer}
 
     def _update(self, p, g, span):
-        d = self._decayed_gradient(p, g, span, self.weight_decay)         # (P,) scratch
-        direction = d
+        d = self._decayed_gradient(p, g, span, self.weight_decay)         # (P,) read only
+        scratch = self._scratch[span]                                     # (P,) may be d itself
         if self.momentum:
             buf = self.momentum_buffer[span]
             if self.step_count == 1:
                 np.copyto(buf, d)                                         # PyTorch: buf = clone(d)
             else:
                 buf *= self.momentum
-                if self.dampening:
-                    d *= 1 - self.dampening
-                buf += d
+                buf += np.multiply(d, 1 - self.dampening, out=scratch) if self.dampening else d
             if self.nesterov:
-                d += self.momentum * buf                                  # a rare option: a temporary is fine
+                d = np.add(d, self.momentum * buf, out=scratch)           # a rare option: a temporary is fine
             else:
-                direction = buf
-        np.multiply(direction, self.lr, out=d)                            # d is free now: lr * direction
-        p -= d
+                d = buf
+        np.multiply(d, self.lr, out=scratch)                              # lr * direction
+        p -= scratch
 
 
 class Adam(Optimizer):
@@ -132,7 +136,12 @@ class Adam(Optimizer):
 
     def __init__(self, model, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(model, lr)
-        beta1, beta2 = betas
+        try:
+            beta1, beta2 = betas
+        except TypeError:                                  # not iterable
+            raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}") from None
+        except ValueError:                                 # wrong length
+            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}") from None
         self.betas = (check_real("betas[0]", beta1, 0.0, 1.0, max_inclusive=False),
                       check_real("betas[1]", beta2, 0.0, 1.0, max_inclusive=False))
         self.eps = check_real("eps", eps, minimum=0.0)
