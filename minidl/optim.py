@@ -1,7 +1,9 @@
 """Optimizers: in-place updates of the model's flat parameter buffer, PyTorch's rules.
 
-Both read ``model.grads`` and update only ``model.trainable_spans()`` (frozen layers are
-untouched, their optimizer state too). ``lr`` may be changed between steps (schedules,
+Both read ``model.grads`` and update only the trainable layers (frozen layers are untouched,
+their optimizer state too). Like PyTorch, which keeps a step count per parameter tensor and
+advances it only when the tensor is updated, each Dense layer has its own step count t, so a
+layer unfrozen late starts from t = 1. ``lr`` may be changed between steps (schedules,
 ReduceLROnPlateau). State lives here, never on the layers; ``state_dict()`` /
 ``load_state_dict()`` carry it through checkpoints. The update rules, with g the gradient
 of the trainable parameters p and t the step count (from 1), are written in docs/optimizers.md.
@@ -15,12 +17,14 @@ class Optimizer:
     """Shared plumbing: the model, a validated ``lr``, the step count and scratch space."""
 
     def __init__(self, model, lr):
-        if not all(hasattr(model, name) for name in ("params", "grads", "trainable_spans")):
-            raise TypeError(f"model must be a minidl.MLP (params, grads, trainable_spans), "
-                            f"got {type(model).__name__}")
+        if not all(hasattr(model, name) for name in ("params", "grads", "dense_layers", "layout")):
+            raise TypeError(f"model must be a minidl.MLP, got {type(model).__name__}")
         self.model = model
         self.lr = lr
-        self.step_count = 0
+        self.step_count = 0                                # calls to step()
+        layout = model.layout()                            # weight, bias, weight, bias, ...
+        self._layer_spans = [(layout[i][1], layout[i + 1][2]) for i in range(0, len(layout), 2)]
+        self.layer_steps = np.zeros(len(self._layer_spans), np.int64)   # t of each Dense layer
         self._scratch = np.empty_like(model.params)       # per-step temporaries, reused
 
     @property
@@ -40,11 +44,25 @@ class Optimizer:
         raise NotImplementedError
 
     def step(self):
-        """Apply one update to the trainable parameters from the current model.grads."""
+        """Apply one update to the trainable parameters from the current model.grads.
+
+        Adjacent trainable layers with the same step count are updated as one span (in the
+        usual case, the whole buffer in one vectorized pass).
+        """
         self.step_count += 1
-        for start, stop in self.model.trainable_spans():
+        groups = []                                        # [start, stop, t]
+        for index, ((start, stop), dense) in enumerate(zip(self._layer_spans, self.model.dense_layers)):
+            if not dense.trainable:
+                continue
+            self.layer_steps[index] += 1
+            t = int(self.layer_steps[index])
+            if groups and groups[-1][1] == start and groups[-1][2] == t:
+                groups[-1][1] = stop
+            else:
+                groups.append([start, stop, t])
+        for start, stop, t in groups:
             span = slice(start, stop)
-            self._update(self.model.params[span], self.model.grads[span], span)
+            self._update(self.model.params[span], self.model.grads[span], span, t)
 
     def _decayed_gradient(self, p, g, span, weight_decay):
         """g + weight_decay * p (L2 penalty folded into the gradient, as PyTorch), in scratch.
@@ -62,7 +80,7 @@ class Optimizer:
     def state_dict(self):
         """Everything a resume needs: type, hyperparameters, step count and state arrays."""
         state = {"type": type(self).__name__, "lr": self.lr, "step_count": self.step_count,
-                 "hyperparameters": self.hyperparameters()}
+                 "layer_steps": self.layer_steps.tolist(), "hyperparameters": self.hyperparameters()}
         state.update({name: array.copy() for name, array in self._buffers().items()})
         return state
 
@@ -76,8 +94,13 @@ class Optimizer:
                 raise ValueError(f"optimizer state {name!r} has shape {saved.shape}, expected "
                                  f"{array.shape} (a different model?)")
             array[...] = saved
+        layer_steps = np.asarray(state.get("layer_steps", [state["step_count"]] * len(self.layer_steps)))
+        if layer_steps.shape != self.layer_steps.shape:
+            raise ValueError(f"optimizer state has step counts for {layer_steps.size} layers, the model "
+                             f"has {self.layer_steps.size}")
         self.lr = state["lr"]
         self.step_count = int(state["step_count"])
+        self.layer_steps[...] = layer_steps
 
 
 class SGD(Optimizer):
@@ -107,12 +130,12 @@ class SGD(Optimizer):
     def _buffers(self):
         return {} if self.momentum_buffer is None else {"momentum_buffer": self.momentum_buffer}
 
-    def _update(self, p, g, span):
+    def _update(self, p, g, span, t):
         d = self._decayed_gradient(p, g, span, self.weight_decay)         # (P,) read only
         scratch = self._scratch[span]                                     # (P,) may be d itself
         if self.momentum:
             buf = self.momentum_buffer[span]
-            if self.step_count == 1:
+            if t == 1:
                 np.copyto(buf, d)                                         # PyTorch: buf = clone(d)
             else:
                 buf *= self.momentum
@@ -157,9 +180,8 @@ class Adam(Optimizer):
     def _buffers(self):
         return {"exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq}
 
-    def _update(self, p, g, span):
+    def _update(self, p, g, span, t):
         beta1, beta2 = self.betas
-        t = self.step_count
         d = self._decayed_gradient(p, g, span, self.weight_decay)         # (P,) scratch
         m, v, tmp = self.exp_avg[span], self.exp_avg_sq[span], self._scratch2[span]
         # m.lerp_(d, 1 - beta1), PyTorch's formula: m + w (d - m) for w < 0.5, else d - (d - m)(1 - w)
