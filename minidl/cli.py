@@ -217,7 +217,7 @@ def build_parser():
     gradcheck.add_argument("--loss", default="cross_entropy", choices=("cross_entropy", "mse", "binary_cross_entropy"))
     gradcheck.add_argument("--batch-size", type=int, default=5)
     gradcheck.add_argument("--seed", type=int, default=0)
-    gradcheck.add_argument("--eps", type=float, default=1e-6)
+    gradcheck.add_argument("--eps", type=float, default=1e-5)
     gradcheck.add_argument("--tolerance", type=float, default=1e-6)
 
     golden = commands.add_parser("golden", help="write or check a golden file (see docs/oracle.md)")

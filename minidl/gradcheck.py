@@ -66,7 +66,7 @@ def _central_differences(f, values, eps):
     return grad
 
 
-def check_gradients(model, X, y, loss="cross_entropy", eps=1e-6, check_input=True):
+def check_gradients(model, X, y, loss="cross_entropy", eps=1e-5, check_input=True):
     """Compare backprop with central differences for ``loss`` on the batch (X, y).
 
     Works on a float64 copy of ``model`` (the model itself is untouched). Returns a
@@ -99,11 +99,14 @@ def check_gradients(model, X, y, loss="cross_entropy", eps=1e-6, check_input=Tru
     return GradcheckReport(errors, shapes)
 
 
-def check_layer(layer, x, eps=1e-6, seed=0):
+def check_layer(layer, x, eps=1e-5, seed=0):
     """Vector-Jacobian check of one layer at the float64 input x (N, in).
 
     f = sum(layer.forward(x) * dy) for a random dy; checks dx and, for Dense, dW and db.
     """
+    eps = check_real("eps", eps, minimum=0.0, min_inclusive=False)
+    if not (callable(getattr(layer, "forward", None)) and callable(getattr(layer, "backward", None))):
+        raise TypeError(f"layer must have forward() and backward(), got {type(layer).__name__}")
     x = check_inputs("x", x, np.float64)
     rng = np.random.default_rng(seed)
     dy = rng.standard_normal(layer.forward(x).shape)

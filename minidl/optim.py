@@ -8,6 +8,8 @@ ReduceLROnPlateau). State lives here, never on the layers; ``state_dict()`` /
 ``load_state_dict()`` carry it through checkpoints. The update rules, with g the gradient
 of the trainable parameters p and t the step count (from 1), are written in docs/optimizers.md.
 """
+import json
+
 import numpy as np
 
 from .validation import check_real
@@ -85,9 +87,20 @@ class Optimizer:
         return state
 
     def load_state_dict(self, state):
+        """Restore a state_dict() of an optimizer of the same type and hyperparameters (lr aside)."""
+        if not isinstance(state, dict):
+            raise TypeError(f"optimizer state must be a dict from state_dict(), got {type(state).__name__}")
         if state.get("type") != type(self).__name__:
             raise ValueError(f"optimizer state is for {state.get('type')!r}, not {type(self).__name__}")
         buffers = self._buffers()
+        missing = [key for key in ("lr", "step_count", "hyperparameters", *buffers) if key not in state]
+        if missing:
+            raise ValueError(f"optimizer state lacks {missing}: not a complete {type(self).__name__} state_dict()")
+        mine = {key: value for key, value in self.hyperparameters().items() if key != "lr"}
+        saved = {key: value for key, value in state["hyperparameters"].items() if key != "lr"}
+        if json.dumps(mine, sort_keys=True) != json.dumps(saved, sort_keys=True):
+            raise ValueError(f"optimizer state was saved with {saved}, this optimizer has {mine}: "
+                             f"build the optimizer with the same hyperparameters")
         for name, array in buffers.items():
             saved = np.asarray(state[name])
             if saved.shape != array.shape:

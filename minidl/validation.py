@@ -13,6 +13,8 @@ FLOAT_DTYPES = ("float32", "float64")
 
 def as_dtype(dtype):
     """Resolve a dtype name or object to np.float32 / np.float64, or raise."""
+    if dtype is None:
+        raise TypeError("dtype must be 'float32' or 'float64', got None")
     try:
         resolved = np.dtype(dtype)
     except TypeError:
