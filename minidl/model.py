@@ -9,7 +9,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .layers import ACTIVATIONS, Dense, LeakyReLU, make_activation
+from .layers import ACTIVATIONS, Dense, LeakyReLU, Workspace, make_activation
 from .losses import check_loss_targets, loss_kernel
 from .validation import (as_dtype, check_finite, check_inputs, check_positive_int, check_real, check_same_keys,
                          numeric_array)
@@ -89,7 +89,7 @@ class MLP:
             feeds_relu = index < hidden and names[index] in RELU_FAMILY
             scheme = init if init != "auto" else ("he" if feeds_relu else "glorot")
             dense.initialize(rng, scheme)
-        self._workspace = {}
+        self._workspace = Workspace()
 
     @staticmethod
     def _check_sizes(sizes):
@@ -201,21 +201,19 @@ class MLP:
     # ----------------------------------------------------------------- computation
     def _buffer(self, key, shape):
         """A reusable workspace array for ``key``; reallocated only when the shape changes."""
-        buffer = self._workspace.get(key)
-        if buffer is None or buffer.shape != shape:
-            buffer = self._workspace[key] = np.empty(shape, self.dtype)
-        return buffer
+        return self._workspace(key, shape, self.dtype)
 
     def _forward(self, x):
-        """Unchecked forward of a (N, D) array of the model's dtype; returns new (N, C) logits."""
-        last = len(self.layers) - 1
+        """Unchecked forward of a (N, D) array of the model's dtype.
+
+        Returns the (N, C) logits in a workspace that the next _forward overwrites (fit and the
+        benchmarks use them at once; forward() and predict() hand out copies).
+        """
         for index, layer in enumerate(self.layers):
-            if not isinstance(layer, Dense):
-                out = x            # activations overwrite the Dense output (our workspace) in place
-            elif index < last:
+            if isinstance(layer, Dense):
                 out = self._buffer(("y", index), (x.shape[0], layer.out_features))
             else:
-                out = None         # the logits are a new array
+                out = x            # activations overwrite the Dense output (our workspace) in place
             x = layer.forward(x, out=out)
         return x
 
@@ -233,8 +231,13 @@ class MLP:
         return dy
 
     def forward(self, X):
-        """Logits (N, C) for inputs X (N, D); caches what backward needs. Returns a new array."""
-        return self._forward(check_inputs("X", X, self.dtype, self.in_features))
+        """Logits (N, C) for inputs X (N, D); caches what backward needs. Returns a new array.
+
+        The cache refers to X itself when it already has the model's dtype: leave X unchanged
+        until backward, and call backward before the next forward or predict (which replace
+        the cache), as autograd frameworks require of in-place changes too.
+        """
+        return self._forward(check_inputs("X", X, self.dtype, self.in_features)).copy()
 
     def backward(self, dlogits, input_grad=False):
         """Backpropagate dL/dlogits (N, C) from the last forward; OVERWRITES model.grads.
@@ -251,11 +254,17 @@ class MLP:
         return self._backward(dlogits, input_grad)
 
     def predict(self, X, batch_size=4096):
-        """Network outputs (N, C) for X, computed in batches; parameters and grads untouched."""
+        """Network outputs (N, C) for X, computed in batches; parameters and grads untouched.
+
+        Like forward, it replaces the layers' cache: backward afterwards would backpropagate
+        the last predict batch, so finish a forward/backward pair first.
+        """
         X = check_inputs("X", X, self.dtype, self.in_features)
         batch_size = check_positive_int("batch_size", batch_size)
-        return np.concatenate([self._forward(X[i:i + batch_size])
-                               for i in range(0, len(X), batch_size)])
+        outputs = np.empty((len(X), self.out_features), self.dtype)
+        for i in range(0, len(X), batch_size):
+            outputs[i:i + batch_size] = self._forward(X[i:i + batch_size])
+        return outputs
 
     def __repr__(self):
         return (f"MLP(sizes={list(self.sizes)}, activation={list(self.activations)}, "
