@@ -90,6 +90,7 @@ class MLP:
             scheme = init if init != "auto" else ("he" if feeds_relu else "glorot")
             dense.initialize(rng, scheme)
         self._workspace = Workspace()
+        self._cache_from_forward = False          # True after forward(), until predict()
 
     @staticmethod
     def _check_sizes(sizes):
@@ -209,6 +210,7 @@ class MLP:
         Returns the (N, C) logits in a workspace that the next _forward overwrites (fit and the
         benchmarks use them at once; forward() and predict() hand out copies).
         """
+        self._cache_from_forward = True
         for index, layer in enumerate(self.layers):
             if isinstance(layer, Dense):
                 out = self._buffer(("y", index), (x.shape[0], layer.out_features))
@@ -234,8 +236,7 @@ class MLP:
         """Logits (N, C) for inputs X (N, D); caches what backward needs. Returns a new array.
 
         The cache refers to X itself when it already has the model's dtype: leave X unchanged
-        until backward, and call backward before the next forward or predict (which replace
-        the cache), as autograd frameworks require of in-place changes too.
+        until backward, as autograd frameworks require of in-place changes too.
         """
         return self._forward(check_inputs("X", X, self.dtype, self.in_features)).copy()
 
@@ -245,8 +246,9 @@ class MLP:
         Returns dL/dX (N, D) when ``input_grad`` is true, else None.
         """
         first = self.dense_layers[0]._x
-        if first is None:
-            raise ValueError("backward called before forward: run model.forward(X) first")
+        if first is None or not self._cache_from_forward:
+            raise ValueError("backward needs the activations of a forward: call model.forward(X) "
+                             "first (predict() does not keep them for backward)")
         dlogits = check_inputs("dlogits", dlogits, self.dtype, self.out_features, allow_empty=True)
         if dlogits.shape[0] != first.shape[0]:
             raise ValueError(f"dlogits has {dlogits.shape[0]} rows but the last forward had "
@@ -256,14 +258,14 @@ class MLP:
     def predict(self, X, batch_size=4096):
         """Network outputs (N, C) for X, computed in batches; parameters and grads untouched.
 
-        Like forward, it replaces the layers' cache: backward afterwards would backpropagate
-        the last predict batch, so finish a forward/backward pair first.
+        It replaces the layers' cache, so a backward() after it raises until the next forward.
         """
         X = check_inputs("X", X, self.dtype, self.in_features)
         batch_size = check_positive_int("batch_size", batch_size)
         outputs = np.empty((len(X), self.out_features), self.dtype)
         for i in range(0, len(X), batch_size):
             outputs[i:i + batch_size] = self._forward(X[i:i + batch_size])
+        self._cache_from_forward = False
         return outputs
 
     def __repr__(self):

@@ -380,3 +380,14 @@ def test_frozen_layer_is_unchanged_by_training_steps(rng):
 def test_repr_names_the_architecture():
     assert repr(MLP([3, 4, 2])) == ("MLP(sizes=[3, 4, 2], activation=['relu'], dtype='float64', "
                                     "num_parameters=26)")
+
+
+def test_backward_after_predict_is_refused_until_the_next_forward():
+    model = MLP([3, 4, 2], seed=0)
+    X = np.random.default_rng(0).standard_normal((5, 3))
+    model.forward(X)
+    model.predict(X[:2])                                     # replaces the cached activations
+    with pytest.raises(ValueError, match="forward"):
+        model.backward(np.ones((5, 2)))
+    model.forward(X)
+    model.backward(np.ones((5, 2)))                          # a fresh forward makes it valid again
