@@ -402,7 +402,8 @@ def _write_outputs(output, model, history, summary, plot):
         from .plot import plot_history
         try:
             plot_history(history.records, os.path.join(output, rundir.CURVES), history.best_epoch,
-                         history.stopped_epoch, title=f"{summary['dataset']}: stop reason {history.stop_reason}")
+                         history.stopped_epoch, title=f"{summary['dataset']}: stop reason {history.stop_reason}",
+                         steps_per_epoch=history.steps_per_epoch)
         except ValueError as error:          # matplotlib missing: the run itself is fine
             print(f"minidl: note: no curves.png ({error})", file=sys.stderr)
 
@@ -454,7 +455,7 @@ def cmd_plot(args):
         path = os.path.join(path, rundir.HISTORY_JSON)
     if not os.path.exists(path):
         raise UsageError(f"no history file at {path}")
-    best = stopped = None
+    best = stopped = steps_per_epoch = None
     if path.endswith(".csv"):
         records = read_history_csv(path)
     else:
@@ -462,10 +463,11 @@ def cmd_plot(args):
             with open(path) as handle:
                 data = json.load(handle)
             records, best, stopped = data["records"], data.get("best_epoch"), data.get("stopped_epoch")
+            steps_per_epoch = data.get("steps_per_epoch")
         except (json.JSONDecodeError, KeyError, TypeError) as error:
             raise UsageError(f"{path} is not a minidl history file: {error}") from None
     output = args.output or os.path.join(os.path.dirname(path) or ".", rundir.CURVES)
-    plot_history(records, output, best, stopped)
+    plot_history(records, output, best, stopped, steps_per_epoch=steps_per_epoch)
     print(f"wrote {output}")
     return 0
 

@@ -10,35 +10,48 @@ Reductions are PyTorch's defaults (``reduction="mean"``):
 too). The data-parallel mode passes the *global* batch size, so each rank's loss and
 gradient are its share of the global mean and the ranks' gradients simply add up.
 With ``num_samples`` given, a batch may have zero rows (a rank's empty share).
+
+``loss_kernel(name)`` gives fit its unchecked kernel: a new one keeps its dz and scratch
+arrays in its own workspace and reuses them in the next call, so a training loop allocates
+nothing; the public functions below return new arrays.
 """
 import numpy as np
 
-from .layers import stable_sigmoid
+from .layers import Workspace, stable_sigmoid
 from .validation import (check_class_labels, check_inputs, check_positive_int, check_targets,
                          numeric_array)
 
 
-def _mse(z, y, n):
+def _new(key, shape, dtype):
+    """The ``buffer`` of a one-off kernel call: a new array every time."""
+    return np.empty(shape, dtype)
+
+
+def _mse(z, y, n, buffer=_new):
     """L = sum((z - y)**2) / (n*K);  dz = 2 (z - y) / (n*K)."""
     scale = 1.0 / (n * z.shape[1])
-    diff = z - y                                                     # (N, K)
+    diff = np.subtract(z, y, out=buffer("dz", z.shape, z.dtype))     # (N, K)
     loss = float(np.vdot(diff, diff)) * scale
     diff *= 2 * scale                                                # now dz, in place
     return loss, diff
 
 
-def _softmax_cross_entropy(z, y, n):
+def _softmax_cross_entropy(z, y, n, buffer=_new):
     """L = sum_i(logsumexp(z_i) - z_i[y_i]) / n;  dz = (softmax(z) - onehot(y)) / n.
 
     With probability targets y (N, C): L = sum_ic y_ic (logsumexp(z_i) - z_ic) / n and
     dz = (softmax(z) * sum_c y_ic - y) / n, which is (softmax(z) - y) / n when rows sum to 1.
     Stable: logsumexp subtracts the row maximum first, so exp never overflows.
+    The (N, C) and (N, 1) arrays come from ``buffer`` (reused by fit's kernel); the
+    reductions call ufunc.reduce directly (np.max and np.sum minus their Python wrappers).
     """
-    shifted = z - z.max(axis=1, keepdims=True)                       # (N, C), row max is 0
-    exp = np.exp(shifted)                                            # (N, C), in (0, 1]
-    sums = exp.sum(axis=1, keepdims=True)                            # (N, 1), >= 1
-    log_sums = np.log(sums)                                          # (N, 1)
+    row = buffer("row", (len(z), 1), z.dtype)                        # (N, 1) scratch
+    shifted = np.subtract(z, np.maximum.reduce(z, axis=1, keepdims=True, out=row),
+                          out=buffer("shifted", z.shape, z.dtype))   # (N, C), row max is 0
+    exp = np.exp(shifted, out=buffer("dz", z.shape, z.dtype))        # (N, C), in (0, 1]
+    sums = np.add.reduce(exp, axis=1, keepdims=True, out=row)        # (N, 1), >= 1
     exp /= sums                                                      # now softmax(z), in place
+    log_sums = np.log(sums, out=row)                                 # (N, 1), over the sums
     if y.ndim == 1:                                                  # integer class labels
         rows = np.arange(len(y))
         loss = float(log_sums.sum() - shifted[rows, y].sum()) / n
@@ -51,14 +64,14 @@ def _softmax_cross_entropy(z, y, n):
     return loss, exp
 
 
-def _binary_cross_entropy(z, y, n):
+def _binary_cross_entropy(z, y, n, buffer=_new):
     """L = sum(max(z, 0) - z*y + log1p(exp(-|z|))) / (n*K);  dz = (sigmoid(z) - y) / (n*K).
 
     The softplus form never takes the log of a probability, so it is finite for any logit.
     """
     scale = 1.0 / (n * z.shape[1])
     loss = float((np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))).sum()) * scale
-    dz = stable_sigmoid(z)                                           # (N, K)
+    dz = stable_sigmoid(z, out=buffer("dz", z.shape, z.dtype))       # (N, K)
     dz -= y
     dz *= scale
     return loss, dz
@@ -96,9 +109,21 @@ def check_loss_targets(name, y, shape, dtype):
     return LOSSES[resolve_loss(name)][1](y, shape, dtype)
 
 
+class _Kernel:
+    """``kernel(z, y, n) -> (loss, dz)`` with a workspace: dz and the kernel's scratch arrays
+    are overwritten by its next call (reallocated only when the batch size changes)."""
+
+    def __init__(self, function):
+        self.function, self.workspace = function, Workspace()
+
+    def __call__(self, z, y, n):
+        return self.function(z, y, n, self.workspace)
+
+
 def loss_kernel(name):
-    """The unchecked kernel ``(z, y, n) -> (loss, dz)`` for loss ``name``."""
-    return LOSSES[resolve_loss(name)][0]
+    """A new unchecked kernel ``(z, y, n) -> (loss, dz)`` for loss ``name``; the dz it returns
+    is reused by its next call (fit keeps one kernel for the whole run)."""
+    return _Kernel(LOSSES[resolve_loss(name)][0])
 
 
 def _checked_call(name, logits, targets, num_samples):

@@ -153,8 +153,10 @@ class SGD(Optimizer):
             else:
                 buf *= self.momentum
                 buf += np.multiply(d, 1 - self.dampening, out=scratch) if self.dampening else d
-            if self.nesterov:
-                d = np.add(d, self.momentum * buf, out=scratch)           # a rare option: a temporary is fine
+            if self.nesterov and self.weight_decay:                       # d is in scratch already:
+                d = np.add(d, self.momentum * buf, out=scratch)           # a temporary for momentum * buf
+            elif self.nesterov:                                           # d is g: scratch is free
+                d = np.add(np.multiply(buf, self.momentum, out=scratch), d, out=scratch)
             else:
                 d = buf
         np.multiply(d, self.lr, out=scratch)                              # lr * direction

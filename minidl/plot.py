@@ -11,17 +11,20 @@ def _pyplot():
     return plt
 
 
-def plot_history(records, path, best_epoch=None, stopped_epoch=None, title=None):
+def plot_history(records, path, best_epoch=None, stopped_epoch=None, title=None, steps_per_epoch=None):
     """Write a PNG of the history ``records`` (dicts with epoch, loss, val_loss?, lr) to ``path``.
 
     x is the 0-based epoch index, so the check at the end of epoch e sits at e (the epochs
-    summary.json names); checks inside an epoch sit at fractions of it.
+    summary.json names); checks inside an epoch sit at fractions of it (``steps_per_epoch``,
+    from the History; estimated from the records when not given).
     """
     if not records:
         raise ValueError("the history is empty: nothing to plot")
     plt = _pyplot()
-    steps_per_epoch = max((r["step"] / (r["epoch"] + 1) for r in records if r.get("step")), default=1)
-    x = [r["step"] / steps_per_epoch - 1 if r.get("step") else r["epoch"] for r in records]
+    if not steps_per_epoch:
+        steps_per_epoch = max((r["step"] / (r["epoch"] + 1) for r in records if r.get("step")), default=1)
+    # steps done inside epoch e, as a fraction of an epoch; the end of epoch e lands on e
+    x = [r["epoch"] + (r["step"] - r["epoch"] * steps_per_epoch) / steps_per_epoch - 1 for r in records]
     figure, axis = plt.subplots(figsize=(7, 4.2))
     axis.plot(x, [r["loss"] for r in records], label="loss (train)", color="tab:blue")
     if records[0].get("val_loss") is not None:

@@ -4,6 +4,13 @@ Each optimizer step:  forward -> loss (divided by the GLOBAL batch size) -> back
 comm.allreduce_sum(grads) -> agree on stop flags -> optimizer.step(). With SerialComm the
 collectives are no-ops, so this is plain mini-batch training; with N ranks each rank takes its
 share of every global batch and the summed gradient is exactly the global-batch gradient.
+With sync="params" (local SGD) each rank instead minimizes the mean loss of its own share and
+steps alone; the ranks average their parameters every ``sync_every`` steps, before every check
+and at the end (docs/data_parallel.md).
+
+Start-up is collective: the ranks compare a fingerprint of the configuration, bad input on
+any rank raises the same error on every rank, then rank 0's parameters and optimizer state are
+broadcast. Later failures are not collective: under MPI an uncaught exception aborts the job.
 
 Checks (validation + callbacks' ``on_check``) run at the end of every epoch, or every
 ``check_every_steps`` optimizer steps. Callbacks implement any of the hooks below; each gets
@@ -12,6 +19,8 @@ the ``Run``, which holds the model, optimizer, counters and the metrics of the c
     on_train_begin(run)   reset state (fit then loads checkpointed state when resuming)
     on_step_end(run)      after every optimizer step
     on_check(run)         run.metrics holds loss, val_loss, accuracy, val_accuracy, lr
+    on_check_end(run)     the ranks have agreed on this check's stop decision: the state is
+                          complete (the Checkpoint callback saves here)
     on_epoch_end(run)
     on_stop(run)          the loop has ended, weights are still live (checkpoint them here)
     on_train_end(run)     finish: restore best weights, close progress bars
@@ -22,27 +31,32 @@ non_finite, and the trainer's max_epochs, interrupted (SIGINT/SIGTERM) and exter
 """
 import contextlib
 import csv
+import hashlib
 import json
 import math
-import numbers
 import signal
 import threading
 import time
 import warnings
+import zlib
 
 import numpy as np
 
 from . import checkpoint as ckpt
-from .comm import allreduce_scalars, resolve_comm, shard
+from . import monitor
+from .comm import allreduce_scalars, check_same, collectively, resolve_comm, shard
 from .losses import check_loss_targets, loss_kernel, resolve_loss
 from .model import MLP
 from .optim import Optimizer
 from .validation import check_inputs, check_positive_int, check_real
 
-MONITOR_REASONS = ("patience", "stopping_threshold", "divergence_threshold", "non_finite")
+SYNC_MODES = ("grad", "params")
+
+MONITOR_REASONS = monitor.STOP_REASONS      # patience, stopping/divergence_threshold, non_finite
 TRAINER_REASONS = ("max_epochs", "interrupted", "external")
 STOP_REASONS = MONITOR_REASONS + TRAINER_REASONS          # priority order when ranks disagree
-HOOKS = ("on_train_begin", "on_step_end", "on_check", "on_epoch_end", "on_stop", "on_train_end")
+HOOKS = ("on_train_begin", "on_step_end", "on_check", "on_check_end", "on_epoch_end", "on_stop",
+         "on_train_end")
 
 
 class History:
@@ -51,6 +65,7 @@ class History:
     ``history["val_loss"]`` lists a metric over checks (like Keras's history.history).
     The end of training is described by stop_reason, best_epoch, stopped_epoch (0-based epoch
     indices; None when no monitor decided), restored_from, epochs_run and steps.
+    comm_stats: the collectives of the run (see Trainer.comm_stats); empty tables for one process.
     """
 
     def __init__(self):
@@ -62,6 +77,8 @@ class History:
         self.epochs_run = 0
         self.steps = 0
         self.samples_per_second = None
+        self.steps_per_epoch = None
+        self.comm_stats = None
 
     def __getitem__(self, key):
         return [record.get(key) for record in self.records]
@@ -78,7 +95,8 @@ class History:
                 "best_check": self.best_check, "stopped_epoch": self.stopped_epoch,
                 "stopped_check": self.stopped_check, "restored_from": self.restored_from,
                 "epochs_run": self.epochs_run, "steps": self.steps, "checks": len(self.records),
-                "samples_per_second": self.samples_per_second}
+                "samples_per_second": self.samples_per_second, "steps_per_epoch": self.steps_per_epoch,
+                "comm_stats": self.comm_stats}
 
     def to_dict(self):
         return {"records": self.records, **self.summary()}
@@ -122,7 +140,7 @@ class Run:
 
     epoch: index of the epoch being trained; batch: index of the next batch in it;
     step: optimizer steps so far; check: number of checks so far (the current check's index
-    inside on_check).
+    inside on_check); rows: the training-set indices this rank used in the latest step.
     """
 
     def __init__(self, model, optimizer, comm, callbacks):
@@ -131,6 +149,7 @@ class Run:
         self.history = History()
         self.metrics = {}
         self.epoch = self.batch = self.step = self.check = 0
+        self.rows = None
         self.stop_reason = None          # agreed by all ranks
         self.stop_requested = None       # asked for on this rank, not yet agreed
         self.restored_from = None
@@ -164,16 +183,59 @@ class Checkpoint:
         self.path = str(path)
 
     def save(self, run):
-        arrays, meta = run.trainer.state()
+        arrays, meta = run.trainer.state()                      # collective: every rank calls it
         if run.comm.rank == 0:
             ckpt.save_checkpoint(self.path, arrays, meta)
-        run.comm.barrier()
+        run.comm.barrier("checkpoint")
 
-    def on_check(self, run):
+    def on_check_end(self, run):
         self.save(run)
 
     def on_stop(self, run):
         self.save(run)
+
+
+class ReplicaCheck:
+    """Callback, a debugging aid (fit's ``check_replicas=True``): after every step at which
+    the ranks should hold identical parameters, allgather a hash of them and raise
+    RuntimeError on every rank if any differs (with sync="params": after each average).
+    """
+
+    def on_step_end(self, run):
+        if not run.trainer.in_sync:
+            return
+        digest = np.frombuffer(hashlib.blake2b(run.model.params, digest_size=8).digest(), np.uint64)
+        digests = run.comm.allgather(digest.copy(), "replica_check")[:, 0]
+        if (digests != digests[0]).any():
+            groups = {}
+            for rank, value in enumerate(digests):
+                groups.setdefault(int(value), []).append(rank)
+            error = RuntimeError(f"replicas diverged after step {run.step}: the ranks hold "
+                                 f"{len(groups)} different parameter vectors (rank groups "
+                                 f"{sorted(groups.values())})")
+            error.collective = True                            # every rank saw the same digests
+            raise error
+
+
+class FailureInjection:
+    """Callback, a testing aid: raise RuntimeError on ``rank`` once optimizer step ``step``
+    (counted from 1) has finished — to prove that a failing rank ends the whole job.
+    The CLI exposes it as ``--fail-on-rank R --fail-at-step S``.
+    """
+
+    def __init__(self, rank, step):
+        self.rank = check_positive_int("rank", rank, minimum=0)
+        self.step = check_positive_int("step", step)
+
+    def on_train_begin(self, run):
+        if self.rank >= run.comm.size:
+            raise ValueError(f"FailureInjection: rank {self.rank} does not exist in a run of "
+                             f"{run.comm.size} rank(s)")
+
+    def on_step_end(self, run):
+        if run.comm.rank == self.rank and run.step == self.step:
+            raise RuntimeError(f"injected failure on rank {self.rank} at step {self.step} "
+                               f"(FailureInjection, a testing aid)")
 
 
 def rounding_environment(comm):
@@ -235,7 +297,7 @@ def _evaluate(model, X, y, loss, batch_size, comm):
         counts = _correct(loss, logits, y[chunk])
         if counts:
             correct, judged = correct + counts[0], judged + counts[1]
-    loss_sum, correct, judged = allreduce_scalars(comm, [loss_sum, correct, judged])
+    loss_sum, correct, judged = allreduce_scalars(comm, [loss_sum, correct, judged], "validation")
     metrics = {"loss": float(loss_sum / len(X))}
     if loss != "mse":
         metrics["accuracy"] = float(correct / judged)
@@ -267,19 +329,30 @@ class Trainer:
     """The state and steps of one fit() call; fit() is the public entry point."""
 
     def __init__(self, model, loss, optimizer, X, y, *, epochs, batch_size, validation_data,
-                 validation_split, callbacks, seed, check_every_steps, comm, checkpoint):
+                 validation_split, callbacks, seed, check_every_steps, comm, sync, sync_every,
+                 check_replicas, checkpoint):
         if not isinstance(model, MLP):
             raise TypeError(f"model must be a minidl.MLP, got {type(model).__name__}")
         if not isinstance(optimizer, Optimizer) or optimizer.model is not model:
             raise TypeError("optimizer must be a minidl optimizer built on this model, "
                             "e.g. minidl.SGD(model, lr=0.1)")
         self.loss = resolve_loss(loss)
+        if self.loss == "cross_entropy" and model.out_features < 2:
+            raise ValueError("cross_entropy needs at least 2 outputs (one per class), the model has 1: "
+                             "for a yes/no target use binary_cross_entropy")
         self.kernel = loss_kernel(self.loss)
         self.epochs = check_positive_int("epochs", epochs)
         self.batch_size = check_positive_int("batch_size", batch_size)
         self.seed = check_positive_int("seed", seed, minimum=0)
         self.check_every_steps = None if check_every_steps is None else \
             check_positive_int("check_every_steps", check_every_steps)
+        if sync not in SYNC_MODES:
+            raise ValueError(f"sync must be one of {SYNC_MODES}, got {sync!r}")
+        self.sync = sync
+        self.sync_every = check_positive_int("sync_every", sync_every)
+        if sync == "grad" and self.sync_every != 1:
+            raise ValueError(f"sync_every={sync_every} has no effect with sync='grad' (gradients "
+                             f"are averaged at every step); use sync='params' for local SGD")
         self.comm = resolve_comm(comm)
         self.model, self.optimizer = model, optimizer
 
@@ -302,6 +375,8 @@ class Trainer:
                              f"use at most {len(self.X)} ranks")
 
         callbacks = list(callbacks)
+        if check_replicas:
+            callbacks.append(ReplicaCheck())
         if checkpoint is not None:
             callbacks.append(Checkpoint(checkpoint))
         self.checkpoint_path = None if checkpoint is None else str(checkpoint)
@@ -311,6 +386,7 @@ class Trainer:
         self.batches_per_epoch = math.ceil(len(self.X) / self.batch_size)
         self._accumulators = [0.0, 0.0, 0.0, 0.0]          # loss sum, correct, judged, samples
         self._gather = {}
+        self._unsynced_steps = self._local_samples = 0        # local SGD since the last average
 
     def _metric_names(self):
         names = ["loss"] + (["accuracy"] if self.loss != "mse" else [])
@@ -332,11 +408,33 @@ class Trainer:
     def fit_config(self):
         return {"loss": self.loss, "batch_size": self.batch_size, "seed": self.seed,
                 "check_every_steps": self.check_every_steps, "n_train": len(self.X),
-                "n_val": 0 if self.validation is None else len(self.validation[0])}
+                "n_val": 0 if self.validation is None else len(self.validation[0]),
+                "sync": self.sync, "sync_every": self.sync_every}
+
+    def fingerprint(self):
+        """What all ranks must agree on; compared across ranks at start-up.
+
+        The model's init seed is left out on purpose: every rank starts from rank 0's
+        broadcast weights. The data enter as CRC-32 checksums.
+        """
+        model = self.model.config()
+        del model["seed"]
+        arrays = (self.X, self.y) + (() if self.validation is None else tuple(self.validation))
+        return {**self.fit_config(), "epochs": self.epochs, "model": model,
+                "num_parameters": self.model.num_parameters,
+                "trainable": [dense.trainable for dense in self.model.dense_layers],
+                "optimizer": [type(self.optimizer).__name__, self.optimizer.hyperparameters()],
+                "callbacks": [type(callback).__name__ for callback in self.run.callbacks],
+                "data_crc32": [zlib.crc32(array) for array in arrays]}
 
     def state(self):
-        """(arrays, meta) describing everything a resume needs."""
+        """(arrays, meta) describing everything a resume needs. Collective: every rank calls it.
+
+        The loss/accuracy sums of the current check are reduced over ranks, so rank 0's file
+        holds the global sums and can be resumed on any number of ranks.
+        """
         run = self.run
+        accumulators = allreduce_scalars(self.comm, self._accumulators, "checkpoint")
         arrays = {"params": self.model.params}
         opt_arrays, opt_scalars = ckpt.split_state("optimizer", self.optimizer.state_dict())
         arrays.update(opt_arrays)
@@ -352,13 +450,32 @@ class Trainer:
                 "optimizer": opt_scalars, "callbacks": callback_states,
                 "counters": {"epoch": run.epoch, "batch": run.batch, "step": run.step,
                              "check": run.check},
-                "accumulators": list(self._accumulators), "samples_seen": run.samples_seen,
+                "accumulators": accumulators.tolist(), "samples_seen": run.samples_seen,
                 "history": run.history.to_dict(), "fit": self.fit_config(), "epochs": self.epochs,
                 "elapsed": run.elapsed + self._elapsed_now(), "stop_reason": run.stop_reason,
                 "environment": rounding_environment(self.comm)}
         return arrays, meta
 
     def load_state(self, arrays, meta):
+        """Continue from a checkpoint's state; a file that does not hold a complete state of
+        this run raises CheckpointError naming what is missing or mismatched."""
+        missing = [key for key in ("model", "fit", "environment", "trainable", "optimizer", "callbacks",
+                                   "counters", "accumulators", "samples_seen", "history", "elapsed",
+                                   "stop_reason") if key not in meta]
+        if missing or "params" not in arrays:
+            raise ckpt.CheckpointError(f"checkpoint lacks {missing + ([] if 'params' in arrays else ['params'])}: "
+                                       f"not a complete minidl training state")
+        if arrays["params"].shape != self.model.params.shape:
+            raise ckpt.CheckpointError(f"checkpoint params have shape {arrays['params'].shape}, this model "
+                                       f"needs {self.model.params.shape}")
+        try:
+            self._load_state(arrays, meta)
+        except (KeyError, TypeError, ValueError) as error:
+            if isinstance(error, ckpt.CheckpointError):
+                raise
+            raise ckpt.CheckpointError(f"checkpoint state does not fit this run: {error!r}") from None
+
+    def _load_state(self, arrays, meta):
         run = self.run
         mine, theirs = self.model.config(), meta["model"]
         if (mine["sizes"], mine["activation"], mine["dtype"]) != \
@@ -388,7 +505,8 @@ class Trainer:
         run.epoch, run.batch, run.step, run.check = (counters[key] for key in ("epoch", "batch", "step", "check"))
         if run.batch >= self.batches_per_epoch:               # saved at an epoch's end
             run.epoch, run.batch = run.epoch + 1, 0
-        self._accumulators = list(meta["accumulators"])
+        # the saved sums are global: rank 0 carries them on, the other ranks start from zero
+        self._accumulators = list(meta["accumulators"]) if self.comm.rank == 0 else [0.0] * 4
         run.samples_seen = meta["samples_seen"]
         run.history = History.from_dict(meta["history"])
         run.elapsed = meta["elapsed"]
@@ -413,29 +531,62 @@ class Trainer:
     def _train_step(self, global_rows):
         """One optimizer step on a global batch; False (and no update) if the ranks agree to stop."""
         model, run = self.model, self.run
-        local = shard(global_rows, self.comm.rank, self.comm.size)
+        local = run.rows = shard(global_rows, self.comm.rank, self.comm.size)
         xb, yb = self._batch(local)
+        # sync="grad": divide by the GLOBAL count, so the ranks' gradients add up to the gradient
+        # of the global-batch mean; sync="params": each rank's own mean (it steps on it alone)
+        divisor = len(global_rows) if self.sync == "grad" else max(len(local), 1)
         logits = model._forward(xb)                                       # (n, C)
-        value, dlogits = self.kernel(logits, yb, len(global_rows))        # divided by the GLOBAL count
+        value, dlogits = self.kernel(logits, yb, divisor)
         model._backward(dlogits)                                          # overwrites model.grads
-        self.comm.allreduce_sum(model.grads)                              # -> global-batch gradient
+        if self.sync == "grad":
+            self.comm.allreduce_sum(model.grads, "gradients")             # -> global-batch gradient
         if self._agree_on_stop("non_finite" if not math.isfinite(value) else None,
                                "interrupted" if run.interrupted else None):
             return False                                                  # e.g. no update from a NaN step
-        self.optimizer.step()
+        if self.sync == "grad" or len(local):                             # local SGD: no data, no step
+            self.optimizer.step()
         counts = _correct(self.loss, logits, yb) or (0, 0)
         acc = self._accumulators
-        acc[0] += value * len(global_rows)                                # this rank's loss sum
+        acc[0] += value * divisor                                         # this rank's loss sum
         acc[1] += counts[0]
         acc[2] += counts[1]
         acc[3] += len(local)
         run.step += 1
         run.samples_seen += len(global_rows)
+        if self.sync == "params":
+            self._unsynced_steps += 1
+            self._local_samples += len(local)
+            if run.step % self.sync_every == 0:
+                self._average_params()
         return True
+
+    @property
+    def in_sync(self):
+        """True when every rank holds the same parameters (always, with sync="grad")."""
+        return self._unsynced_steps == 0
+
+    def _average_params(self):
+        """Local SGD: p <- sum_r n_r p_r / sum_r n_r, n_r = samples rank r trained on since the
+        last average; one allreduce of [n_r p_r (trainable part), n_r]. A no-op when in sync."""
+        if self.in_sync:
+            return
+        params = self.model.params
+        spans = [slice(start, stop) for start, stop in self.model.trainable_spans()]
+        buffer = np.concatenate([params[span] for span in spans] + [np.ones(1, params.dtype)])
+        buffer *= self._local_samples
+        self.comm.allreduce_sum(buffer, "params")
+        offset = 0
+        for span in spans:
+            size = span.stop - span.start
+            np.divide(buffer[offset:offset + size], buffer[-1], out=params[span])
+            offset += size
+        self._unsynced_steps = self._local_samples = 0
 
     def _check(self):
         run = self.run
-        loss_sum, correct, judged, samples = allreduce_scalars(self.comm, self._accumulators)
+        self._average_params()                         # checks see the averaged model (local SGD)
+        loss_sum, correct, judged, samples = allreduce_scalars(self.comm, self._accumulators, "metrics")
         self._accumulators = [0.0, 0.0, 0.0, 0.0]
         metrics = {"loss": float(loss_sum / samples) if samples else float("nan")}
         if self.loss != "mse":
@@ -444,6 +595,7 @@ class Trainer:
             val = _evaluate(self.model, *self.validation, self.loss, 4096, self.comm)
             metrics.update({"val_" + key: value for key, value in val.items()})
         metrics["lr"] = self.optimizer.lr
+        self._verify_agreement(metrics)
         run.metrics = metrics
         record = {"check": run.check, "epoch": run.epoch, "step": run.step, **metrics,
                   "time": run.elapsed + self._elapsed_now()}
@@ -451,6 +603,19 @@ class Trainer:
         run.call("on_check")
         run.check += 1
         self._agree_on_stop()
+        run.call("on_check_end")
+
+    def _verify_agreement(self, metrics):
+        """The monitors on every rank decide on these values, so they must be bit-identical
+        everywhere: checked with one tiny allgather rather than trusted."""
+        values = np.array([metrics[name] for name in sorted(metrics)], dtype=np.float64)
+        seen = self.comm.allgather(values, "metric_check").view(np.uint64)
+        if (seen != seen[0]).any():
+            error = RuntimeError(f"the ranks computed different metrics at check {self.run.check} "
+                                 f"({sorted(metrics)} as bits, one row per rank: {seen.tolist()}); "
+                                 f"their decisions could differ, so training stops")
+            error.collective = True                            # every rank saw the same table
+            raise error
 
     def _agree_on_stop(self, *local_reasons):
         """Vote on stopping: one small allreduce; every rank gets the same answer.
@@ -463,23 +628,30 @@ class Trainer:
         for reason in (run.stop_requested,) + local_reasons:
             if reason is not None:
                 votes[STOP_REASONS.index(reason)] = 1
-        votes = self.comm.allreduce_sum(votes)
+        votes = self.comm.allreduce_sum(votes, "stop_vote")
         agreed = next((reason for reason, count in zip(STOP_REASONS, votes) if count), None)
         if agreed is not None:
             run.stop_reason = agreed
         return agreed is not None
 
-    def fit(self, resume):
-        run = self.run
-        self._started = time.perf_counter()
-        run.call("on_train_begin")
+    def _begin(self, resume):
+        self.run.call("on_train_begin")
         if resume:
             if self.checkpoint_path is None:
                 raise ValueError("resume=True needs checkpoint=PATH to resume from")
             self.load_state(*ckpt.load_checkpoint(self.checkpoint_path))
-        self.comm.broadcast(self.model.params)                 # every rank starts from rank 0's state
+
+    def fit(self, resume, stats_before):
+        """Run the loop; ``stats_before`` is comm.stats.snapshot() from before start-up."""
+        run = self.run
+        self._started = time.perf_counter()
+        check_same(self.comm, "the training configuration", self.fingerprint())
+        collectively(self.comm, lambda: self._begin(resume))
+        self.comm.broadcast(self.model.params, label="initial_state")    # rank 0's state for all
         for array in self.optimizer._buffers().values():
-            self.comm.broadcast(array)
+            self.comm.broadcast(array, label="initial_state")
+        self._stats_startup = self.comm.stats.since(stats_before)
+        self._stats_loop = self.comm.stats.snapshot()
         with _catch_interrupts(run):
             while run.epoch < self.epochs and run.stop_reason is None:
                 order = np.random.default_rng([self.seed, run.epoch]).permutation(len(self.X))
@@ -503,9 +675,11 @@ class Trainer:
 
     def _finish(self):
         run, history = self.run, self.run.history
+        self._average_params()                         # local SGD ends with one shared model
         history.stop_reason = run.stop_reason
         history.steps = run.step
         history.epochs_run = run.epoch + (run.batch > 0)                  # a partial epoch counts
+        history.steps_per_epoch = self.batches_per_epoch
         run.call("on_stop")
         run.call("on_train_end")
         run.elapsed += self._elapsed_now()
@@ -520,11 +694,28 @@ class Trainer:
             history.stopped_epoch = history.records[-1]["epoch"]
         if run.restored_from is not None:
             history.restored_from = history.records[run.restored_from]["epoch"]
+        history.comm_stats = self.comm_stats()
+
+    def comm_stats(self):
+        """Collectives of this fit: {"ranks", "steps", "startup", "training", "per_step"}.
+
+        startup and training map a label (gradients, stop_vote, metrics, validation, params,
+        initial_state, fingerprint, errors, checkpoint, replica_check) to {"op", "calls",
+        "bytes"} with bytes the payload per rank; per_step is the training total / steps.
+        With sync="grad" a step costs one "gradients" allreduce of the whole gradient buffer
+        plus one "stop_vote" allreduce of len(STOP_REASONS) float64s.
+        """
+        training = self.comm.stats.since(self._stats_loop)
+        steps = max(self.run.step, 1)
+        return {"ranks": self.comm.size, "steps": self.run.step, "startup": self._stats_startup,
+                "training": training,
+                "per_step": {"calls": sum(entry["calls"] for entry in training.values()) / steps,
+                             "bytes": sum(entry["bytes"] for entry in training.values()) / steps}}
 
 
 def fit(model, loss, optimizer, X, y, *, epochs, batch_size, validation_data=None,
         validation_split=0.0, callbacks=(), seed=0, check_every_steps=None, comm="auto",
-        checkpoint=None, resume=False):
+        sync="grad", sync_every=1, check_replicas=False, checkpoint=None, resume=False):
     """Train ``model`` in place on (X, y) and return its History.
 
     loss: "cross_entropy", "mse" or "binary_cross_entropy".  optimizer: built on ``model``.
@@ -535,13 +726,29 @@ def fit(model, loss, optimizer, X, y, *, epochs, batch_size, validation_data=Non
         weight initialisation, identical on every rank.
     check_every_steps: validate and run the monitors every k optimizer steps instead of at
         each epoch's end (patience then counts these checks).
-    comm: "auto" or a communicator (minidl.comm).
-    checkpoint: a path; the full training state is saved there at every check and at the end.
+    comm: "auto" (MPI when an MPI launcher started the process, else one process), None (one
+        process) or a minidl.comm.Communicator. Every rank calls fit with the same arguments.
+    sync: "grad" (default): one allreduce of the gradient per step; N ranks follow the
+        1-process trajectory of the same global batch up to rounding. "params": local SGD,
+        each rank steps on its own share (its own mean loss, its own optimizer state) and
+        parameters are averaged, weighted by samples, every ``sync_every`` steps, before every
+        check and at the end.
+    check_replicas: after every step at which the ranks should agree, compare a hash of the
+        parameters across ranks and raise RuntimeError if they differ (a debugging aid).
+    checkpoint: a path; the full training state is saved there at every check and at the end
+        (by rank 0; every rank reads it to resume, on any number of ranks).
     resume: continue from ``checkpoint``; in the same environment the result is bit-for-bit
         that of a run never interrupted.
+
+    Start-up is collective: a ValueError/TypeError on any rank (bad input, a checkpoint
+    mismatch) or ranks disagreeing on the configuration raise the same error on every rank.
+    The returned History's ``comm_stats`` counts the collectives and their bytes.
     """
-    trainer = Trainer(model, loss, optimizer, X, y, epochs=epochs, batch_size=batch_size,
-                      validation_data=validation_data, validation_split=validation_split,
-                      callbacks=callbacks, seed=seed, check_every_steps=check_every_steps,
-                      comm=comm, checkpoint=checkpoint)
-    return trainer.fit(resume)
+    comm = resolve_comm(comm)
+    stats_before = comm.stats.snapshot()
+    trainer = collectively(comm, lambda: Trainer(
+        model, loss, optimizer, X, y, epochs=epochs, batch_size=batch_size,
+        validation_data=validation_data, validation_split=validation_split, callbacks=callbacks,
+        seed=seed, check_every_steps=check_every_steps, comm=comm, sync=sync,
+        sync_every=sync_every, check_replicas=check_replicas, checkpoint=checkpoint))
+    return trainer.fit(resume, stats_before)

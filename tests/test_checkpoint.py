@@ -254,9 +254,6 @@ def test_load_model_refuses_a_checkpoint_without_a_model_description(saved, tmp_
         rundir.load_model(str(path))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG train.py Trainer.load_state: a checkpoint with a valid "
-                   "digest but a wrong layout raises KeyError / numpy broadcast ValueError instead of "
-                   "CheckpointError naming what is wrong", raises=(KeyError, ValueError))
 @pytest.mark.parametrize("change", sorted(set(LAYOUTS) - {"2d_params"}))
 def test_resume_refuses_a_wrong_layout_with_a_checkpoint_error(saved, tmp_path, change):
     path = relayout(saved, tmp_path, LAYOUTS[change])

@@ -1,0 +1,133 @@
+"""The data-parallel properties under a real ``mpiexec`` (MPICH runs more ranks than cores).
+
+Each test launches the scripts in tests/mpi_scripts/ in its own mpiexec subprocess with a
+timeout, so a failure can never hang the suite; the scripts only measure, and the
+assertions are made here on what rank 0 wrote. The same properties are tested on simulated
+ranks in test_distributed.py; these runs prove the MPI plumbing.
+"""
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import EXACT_TOL
+
+SCRIPTS = Path(__file__).parent / "mpi_scripts"
+REPO = Path(__file__).parents[1]
+MPIEXEC = shutil.which("mpiexec", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+
+pytestmark = [
+    pytest.mark.mpi,
+    pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec found (pip install -e '.[mpi]')"),
+    pytest.mark.skipif(importlib.util.find_spec("mpi4py") is None,
+                       reason="mpi4py is not installed (pip install -e '.[mpi]')"),
+]
+
+
+def mpirun(ranks, script, *args, timeout=60):
+    """mpiexec -n ranks python script args...; returns (CompletedProcess, seconds).
+
+    A job still running after ``timeout`` seconds is killed with all its processes (it runs
+    in its own session) and the test fails: a hang is a failure, never a stuck suite.
+    """
+    env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    command = [MPIEXEC, "-n", str(ranks), sys.executable, str(SCRIPTS / script), *map(str, args)]
+    started = time.perf_counter()
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                          start_new_session=True) as job:
+        try:
+            stdout, stderr = job.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(job.pid, signal.SIGKILL)
+            stdout, stderr = job.communicate()
+            pytest.fail(f"mpiexec -n {ranks} {script} still ran after {timeout} s (a hang)\n{stderr[-3000:]}")
+    seconds = time.perf_counter() - started
+    return subprocess.CompletedProcess(command, job.returncode, stdout, stderr), seconds
+
+
+def succeeded(process):
+    assert process.returncode == 0, f"exit code {process.returncode}\n{process.stderr[-3000:]}"
+
+
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_data_parallel_properties(ranks, tmp_path):
+    process, _ = mpirun(ranks, "properties.py", tmp_path / "out.json")
+    succeeded(process)
+    result = json.loads((tmp_path / "out.json").read_text())
+    assert (result["comm"], result["size"]) == ("MPIComm", ranks)       # "auto" found the launcher
+    # 1. N ranks == one process, with uneven and empty slices
+    assert result["equivalence"] <= EXACT_TOL
+    assert result["slice_sizes"][0] == 0
+    # 2. bitwise replicas after every step (check_replicas=True ran as well)
+    assert result["replicas_identical"] and result["replica_steps"] == 15
+    # 3. partition with a new order each epoch
+    assert result["partition"] == [True, True, True] and result["new_order_each_epoch"]
+    # 4. metrics and early stopping
+    assert max(result["metrics"].values()) <= EXACT_TOL
+    stopping = result["early_stopping"]
+    assert stopping["serial"][0] == "patience"
+    assert stopping["ranks"] == [stopping["serial"]] * ranks and stopping["error"] <= EXACT_TOL
+    # 5. local SGD every step == gradient averaging
+    assert result["local_sgd"] <= EXACT_TOL
+    # SIGTERM on rank 1 after step 2: every rank stops before step 3
+    assert result["interrupt"] == [["interrupted", 2]] * ranks
+    # one gradient allreduce per step, counted
+    stats = result["comm_stats"]
+    assert stats["training"]["gradients"]["calls"] == stats["steps"] == 15
+
+
+def test_a_failing_rank_ends_the_job_with_its_traceback():
+    process, seconds = mpirun(2, "failure.py", timeout=30)
+    assert process.returncode != 0
+    assert "Traceback (most recent call last)" in process.stderr
+    assert "RuntimeError: injected failure on rank 1 at step 3" in process.stderr
+    assert "rank 1 of 2 failed; aborting all ranks" in process.stderr
+
+
+def test_start_up_errors_are_collective(tmp_path):
+    process, _ = mpirun(3, "startup_errors.py", tmp_path)
+    reports = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(3)]
+    assert reports[1] == reports[0] and reports[2] == reports[0]
+    assert reports[0]["mismatch"][0] == "ValueError"
+    assert "batch_size: rank 0 has 4, rank 1 has 4, rank 2 has 8" in reports[0]["mismatch"][1]
+    assert reports[0]["bad_input"] == ["ValueError", "X contains non-finite values (first at index "
+                                       "(4, 2)); remove or impute them before training (on rank 2 of 3)"]
+    # the final, uncaught error: every rank raised it, so it is printed once and all exit non-zero
+    assert process.returncode != 0
+    assert process.stderr.count("ValueError: batch_size must be >= 1, got 0") == 1
+
+
+def test_a_checkpoint_from_two_ranks_resumes_on_three(tmp_path):
+    checkpoint = tmp_path / "run.npz"
+    process, _ = mpirun(2, "resume.py", "save", checkpoint)
+    succeeded(process)
+    process, _ = mpirun(3, "resume.py", "resume", checkpoint, tmp_path / "out.json")
+    succeeded(process)
+    result = json.loads((tmp_path / "out.json").read_text())
+    assert (result["ranks"], result["epochs"]) == (3, 4)
+    assert result["params"] <= EXACT_TOL and result["val_loss"] <= EXACT_TOL
+    assert any("different environment" in warning and "'processes': 2" in warning
+               for warning in result["warnings"])
+
+
+def test_scaling_benchmark_keeps_its_json_contract():
+    """A tiny run of benchmarks/scaling.py (it launches mpiexec itself); no timing checks."""
+    command = [sys.executable, str(REPO / "benchmarks" / "scaling.py"), "--json", "--rounds", "1",
+               "--steps", "3", "--warmup", "1", "--dtype", "float32", "--batch", "64"]
+    process = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    succeeded(process)
+    rows = [json.loads(line) for line in process.stdout.splitlines()]
+    assert [(row["ranks"], row["threads"]) for row in rows] == [(1, 1), (1, 2), (2, 1)]
+    for row in rows:
+        assert {"dtype", "batch", "ranks", "step_ms", "speedup", "efficiency", "allreduce_share",
+                "allreduce_vs_bare"} <= row.keys()
+        assert row["step_ms"] > 0 and row["efficiency"] == pytest.approx(
+            row["speedup"] / (row["ranks"] * row["threads"]), abs=1e-3)
+    assert rows[2]["allreduce_share"] > 0 and rows[2]["allreduce_vs_bare"] > 0
