@@ -15,13 +15,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import rundir
-from .comm import resolve_comm
+from .comm import collectively, resolve_comm
 from .data import DATASETS, load_dataset
 from .finetune import replace_head
 from .layers import ACTIVATIONS
 from .model import MLP
 from .optim import SGD, Adam
-from .train import evaluate, fit
+from .mpi import launched_by_mpi, set_blas_threads
+from .train import FailureInjection, evaluate, fit
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -182,7 +183,7 @@ def _add_train_flags(parser):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="minidl", description="Train and check multilayer perceptrons, in NumPy.")
+    parser = _Parser(prog="minidl", description="Train and check multilayer perceptrons, in NumPy.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
@@ -241,7 +242,7 @@ def build_parser():
 
 
 # --------------------------------------------------------------------------- train
-def _prepare_output(args):
+def _prepare_output(args, rank=0):
     output = args.output or os.path.join("runs", datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
     if os.path.exists(output) and not os.path.isdir(output):
         raise UsageError(f"--output {output} exists and is not a directory")
@@ -251,7 +252,7 @@ def _prepare_output(args):
     if non_empty and not (args.resume or args.overwrite):
         raise UsageError(f"{output} is not empty: pass --resume to continue that run, --overwrite to "
                          f"replace it, or another --output")
-    if args.overwrite:
+    if args.overwrite and rank == 0:                  # one rank deletes, the others only check
         for name in rundir.OUTPUTS:
             if os.path.exists(os.path.join(output, name)):
                 os.unlink(os.path.join(output, name))
@@ -339,16 +340,27 @@ class _RunFiles:
             rundir.write_json(os.path.join(self.output, rundir.DATA), self.info)
 
 
-def cmd_train(args):
-    output = _prepare_output(args)
+def _set_up_training(args, comm):
+    """Everything before fit: output directory, configuration, data, model, optimizer, callbacks.
+
+    Runs on every rank inside ``collectively``, so a bad argument fails on all ranks alike.
+    """
+    output = _prepare_output(args, comm.rank)
     config_path = os.path.join(output, rundir.CONFIG)
     saved = rundir.read_toml(config_path) if args.resume and os.path.exists(config_path) else None
     config = resolve_config(args, saved)
     if saved is not None:
         _check_resume_config(config, merge_config(("the run's config.toml", saved)))
-    for key in ("epochs", "batch_size", "check_every_steps", "sync_every"):     # before any division
+    for key in ("epochs", "batch_size", "check_every_steps", "sync_every", "threads"):   # before any division
         if config[key] is not None and config[key] < 1:
             raise UsageError(f"--{key.replace('_', '-')} must be >= 1, got {config[key]}")
+    if (config["fail_on_rank"] is None) != (config["fail_at_step"] is None):
+        raise UsageError("--fail-on-rank and --fail-at-step go together (a testing aid: raise on rank R at step S)")
+    if config["threads"] is not None:
+        try:
+            set_blas_threads(config["threads"], comm)
+        except ImportError as error:
+            raise UsageError(f"--threads: {error}") from None
     dataset = load_dataset(config["dataset"], seed=config["data_seed"], val_fraction=config["val_fraction"],
                            test_fraction=config["test_fraction"], data_dir=config["data_dir"],
                            xor_points=config["xor_points"])
@@ -358,11 +370,18 @@ def cmd_train(args):
                          f"{dataset.n_outputs}: use --loss binary_cross_entropy")
     model = _build_model(config, dataset)
     optimizer = _build_optimizer(config, model)
-    comm = resolve_comm("auto")
     from .progress import ProgressBar
     progress = ProgressBar(math.ceil(len(dataset.X_train) / config["batch_size"]), config["epochs"],
                            enabled=comm.rank == 0 and not args.quiet, verbose=args.verbose)
     callbacks = _build_callbacks(config) + [progress, _RunFiles(output, config, dataset.info)]
+    if config["fail_on_rank"] is not None:
+        callbacks.append(FailureInjection(config["fail_on_rank"], config["fail_at_step"]))
+    return output, config, dataset, model, optimizer, callbacks
+
+
+def cmd_train(args):
+    comm = resolve_comm("auto")
+    output, config, dataset, model, optimizer, callbacks = collectively(comm, lambda: _set_up_training(args, comm))
     checkpoint = os.path.join(output, rundir.CHECKPOINT)
     resume = args.resume and os.path.exists(checkpoint)
     history = fit(model, config["loss"], optimizer, dataset.X_train, dataset.y_train,
@@ -521,18 +540,41 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "plot": cmd_plot, "gra
             "golden": cmd_golden}
 
 
+def launcher_rank():
+    """This process's rank as the MPI launcher set it in the environment (0 without one)."""
+    for name in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "MV2_COMM_WORLD_RANK"):
+        if name in os.environ:
+            return int(os.environ[name])
+    return 0
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that, under mpiexec, prints usage errors on rank 0 only (all ranks exit 2)."""
+
+    def error(self, message):
+        if launcher_rank() == 0:
+            self.print_usage(sys.stderr)
+            self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+        self.exit(EXIT_USAGE)
+
+
 def main(argv=None):
     """Run a command; errors in what was asked for become one line and exit code 2.
 
-    Set MINIDL_DEBUG=1 to see the traceback instead.
+    Under mpiexec an error that every rank raised together (start-up validation is collective)
+    is printed once, by rank 0; any other error propagates, so the abort hook ends the whole
+    job with its traceback instead of leaving the other ranks waiting. Set MINIDL_DEBUG=1 to
+    see the traceback of a usage error too.
     """
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
     except (ValueError, TypeError) as error:     # UsageError, DataError, CheckpointError, validation
-        if os.environ.get("MINIDL_DEBUG"):
+        distributed = launched_by_mpi() is not None
+        if os.environ.get("MINIDL_DEBUG") or (distributed and not getattr(error, "collective", False)):
             raise
-        print(f"minidl: error: {error}", file=sys.stderr)
+        if launcher_rank() == 0:
+            print(f"minidl: error: {error}", file=sys.stderr)
         return EXIT_USAGE
 
 

@@ -32,13 +32,19 @@ pytestmark = [
 
 
 def mpirun(ranks, script, *args, timeout=60):
-    """mpiexec -n ranks python script args...; returns (CompletedProcess, seconds).
+    """mpiexec -n ranks python tests/mpi_scripts/script args...; returns (CompletedProcess, seconds)."""
+    return mpiexec(ranks, SCRIPTS / script, *args, timeout=timeout)
+
+
+def mpiexec(ranks, *python_args, timeout=60):
+    """mpiexec -n ranks python python_args...; returns (CompletedProcess, seconds).
 
     A job still running after ``timeout`` seconds is killed with all its processes (it runs
     in its own session) and the test fails: a hang is a failure, never a stuck suite.
     """
+    script = python_args[0]
     env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-    command = [MPIEXEC, "-n", str(ranks), sys.executable, str(SCRIPTS / script), *map(str, args)]
+    command = [MPIEXEC, "-n", str(ranks), sys.executable, *map(str, python_args)]
     started = time.perf_counter()
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                           start_new_session=True) as job:

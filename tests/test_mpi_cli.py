@@ -1,0 +1,41 @@
+"""`mpiexec -n N minidl train ...`: the same command and flags as one process.
+
+Each test runs its own mpiexec subprocess with a timeout (see test_mpi.mpiexec).
+"""
+import numpy as np
+import pytest
+
+from conftest import EXACT_TOL, assert_close
+from minidl.cli import main
+from test_mpi import mpiexec, pytestmark  # noqa: F401  (the same skips and marker)
+
+FLAGS = ["train", "--dataset", "blobs", "--epochs", "4", "--batch-size", "20", "--quiet", "--no-plot"]
+
+
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_n_rank_final_npz_equals_the_one_process_run(ranks, tmp_path):
+    process, _ = mpiexec(ranks, "-m", "minidl", *FLAGS, "--output", tmp_path / "parallel", timeout=120)
+    assert process.returncode == 0, process.stderr[-3000:]
+    assert process.stdout.count("minidl: stopped") == 1                  # rank 0 alone prints
+    assert main([*FLAGS, "--output", str(tmp_path / "serial")]) == 0
+    with np.load(tmp_path / "parallel" / "final.npz") as parallel, np.load(tmp_path / "serial" / "final.npz") as serial:
+        assert parallel.files == serial.files
+        for name in serial.files:
+            assert_close(parallel[name], serial[name], EXACT_TOL, name)
+
+
+def test_bad_flags_fail_collectively_with_one_message(tmp_path):
+    process, _ = mpiexec(3, "-m", "minidl", *FLAGS, "--output", tmp_path / "run", "--batch-size", "0")
+    assert process.returncode == 2
+    assert process.stderr.count("minidl: error: --batch-size must be >= 1") == 1
+    assert "Traceback" not in process.stderr
+    unknown, _ = mpiexec(2, "-m", "minidl", "train", "--no-such-flag")
+    assert unknown.returncode == 2 and unknown.stderr.count("unrecognized arguments") == 1
+
+
+def test_a_failing_rank_aborts_the_job_with_its_traceback(tmp_path):
+    process, seconds = mpiexec(2, "-m", "minidl", *FLAGS, "--output", tmp_path / "run",
+                               "--fail-on-rank", "1", "--fail-at-step", "3", timeout=60)
+    assert process.returncode != 0 and seconds < 30
+    assert "Traceback" in process.stderr and "injected failure on rank 1 at step 3" in process.stderr
+    assert not (tmp_path / "run" / "final.npz").exists()
