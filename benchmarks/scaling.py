@@ -26,6 +26,7 @@ all alike; each number is the median over rounds of the per-round medians.
     python benchmarks/scaling.py --json          # one JSON object per line
     python benchmarks/scaling.py --quick         # a smoke run of a few seconds
     python benchmarks/scaling.py --cost-model    # fit a latency-bandwidth model of the allreduce
+    python benchmarks/scaling.py --cost-model --mpiexec-args="-ppn 1 -hosts n1,n2"   # 2 nodes
 """
 import argparse
 import json
@@ -72,7 +73,8 @@ class AllreduceClock(MPIComm):
 
     def _allreduce_sum(self, array, label):
         if label != "gradients":
-            return super()._allreduce_sum(array, label)
+            super()._allreduce_sum(array, label)
+            return
         self.mpi_comm.Barrier()
         start = time.perf_counter()
         super()._allreduce_sum(array, label)
@@ -163,7 +165,7 @@ def launch(ranks, threads, args, mode="--worker"):
                                                 f"{os.environ.get('PATH', '')}")
         if mpiexec is None:
             sys.exit('benchmarks/scaling.py needs mpiexec: pip install -e ".[mpi]"')
-        command = [mpiexec, "-n", str(ranks)] + command
+        command = [mpiexec, "-n", str(ranks), *args.mpiexec_args.split()] + command
     started, busy, own = time.perf_counter(), busy_cpu_seconds(), own_cpu_seconds()
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     foreign = (busy_cpu_seconds() - busy - (own_cpu_seconds() - own)) / (time.perf_counter() - started)
@@ -242,6 +244,9 @@ def parse(argv):
     parser.add_argument("--cost-model", action="store_true",
                         help="time a bare 2-rank allreduce of several sizes and fit the "
                              "latency-bandwidth model T = 2 alpha + beta * bytes")
+    parser.add_argument("--mpiexec-args", default="",
+                        help='extra mpiexec options, e.g. "-ppn 1 -hosts node1,node2" to put the '
+                             "ranks on two nodes of a cluster")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--cost-model-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
