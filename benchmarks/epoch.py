@@ -17,6 +17,8 @@ leaves the arrays themselves. A third pass attributes the peak to the phases of 
     python benchmarks/epoch.py                   # float32 and float64, 1 thread
     python benchmarks/epoch.py --threads 1 2 --json
     python benchmarks/epoch.py --quick           # a smoke run of a few seconds
+
+Each configuration (thread count, dtype) runs in its own process, so its peak RSS is its own.
 """
 import argparse
 import json
@@ -24,6 +26,7 @@ import os
 import platform
 import resource
 import statistics
+import subprocess
 import sys
 import time
 import tracemalloc
@@ -44,16 +47,6 @@ def synthetic(samples, dtype, seed):
     """Pixel-like inputs in [0, 1) and uniform labels over 10 classes."""
     rng = np.random.default_rng(seed)
     return rng.random((samples, SIZES[0]), dtype=dtype), rng.integers(0, SIZES[-1], samples)
-
-
-def reset_peak_rss():
-    """Start a new RSS high-water mark (Linux >= 4.0); False where that is not possible."""
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def peak_rss_mb():
@@ -225,6 +218,7 @@ def parse_args(argv):
                         help="skip the tracemalloc allocation check")
     parser.add_argument("--quick", action="store_true", help="smoke run: 4,096 samples, 3 epochs")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
         args.samples, args.val, args.epochs = 4096, 1024, 3
@@ -236,6 +230,12 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
+    if not args.child:                   # one process per configuration: a clean peak RSS each
+        return conduct(args, sys.argv[1:] if argv is None else list(argv))
+    run_configuration(args)
+
+
+def conduct(args, argv):
     if not args.json:
         print(f"minidl.fit epoch, MLP {'-'.join(map(str, SIZES))}, SGD momentum 0.9, batch "
               f"{args.batch}, {args.samples} x {SIZES[0]} synthetic samples shuffled every epoch, "
@@ -244,16 +244,26 @@ def main(argv=None):
               f"load average {os.getloadavg()[0]:.2f}; {args.epochs - 1} timed epochs per "
               f"configuration, each followed by its bare GEMMs; medians")
     for threads in args.threads:
+        for dtype in args.dtype:
+            command = [sys.executable, str(Path(__file__).resolve()), *argv, "--child",
+                       "--threads", str(threads), "--dtype", dtype]
+            done = subprocess.run(command, text=True, stdout=None if not args.json else subprocess.PIPE)
+            if done.returncode != 0:
+                sys.exit(f"epoch benchmark failed for {dtype}, {threads} thread(s)")
+            if args.json:
+                print(done.stdout, end="", flush=True)
+
+
+def run_configuration(args):
+    for threads in args.threads:
         with threadpool_limits(limits=threads, user_api="blas"):
             blas = blas_info()
             if not blas or any(lib["num_threads"] != threads for lib in blas):
                 sys.exit(f"could not set the BLAS thread count to {threads}: {blas}")
             for dtype in args.dtype:
-                fresh = reset_peak_rss()
                 row = {"impl": "minidl", "dtype": dtype, "threads": threads, "batch": args.batch,
                        "samples": args.samples, "val_samples": args.val, **time_epochs(dtype, args),
-                       "peak_rss_mb": peak_rss_mb(), "peak_rss_of": "this configuration" if fresh
-                       else "the process so far"}
+                       "peak_rss_mb": peak_rss_mb()}
                 if args.alloc:
                     row.update(step_allocations(dtype, args))
                 row.update(loadavg=os.getloadavg()[0], numpy=np.__version__, blas=blas)
@@ -261,8 +271,8 @@ def main(argv=None):
                     print(json.dumps(row), flush=True)
                     continue
                 print(f"\n{dtype}, {threads} BLAS thread(s): epoch {row['epoch_s']:.3f} s, bare GEMMs "
-                      f"{row['gemm_epoch_s']:.3f} s, ratio {row['ratio']:.2f} (peak RSS of "
-                      f"{row['peak_rss_of']} {row['peak_rss_mb']:.0f} MB, data {row['data_mb']:.0f} MB)")
+                      f"{row['gemm_epoch_s']:.3f} s, ratio {row['ratio']:.2f} (peak RSS "
+                      f"{row['peak_rss_mb']:.0f} MB, data {row['data_mb']:.0f} MB)")
                 if args.alloc:
                     print(f"  largest allocation in a steady-state step: {row['step_alloc_bytes']:,} B; "
                           f"with np.setbufsize(16): {row['step_alloc_bytes_small_ufunc_buffer']:,} B")

@@ -333,6 +333,9 @@ def rows_for(results, threads, dtype, args, common):
                    "step_ms": median_of(rounds, "step_ms", batch),
                    "epoch_s": median_of(rounds, "epoch_s") if batch == args.epoch_batch else None,
                    "version": rounds[0]["version"], "rounds": len(rounds),
+                   "per_round": {key: [median_of([result], key, batch) if key == "step_ms" else
+                                       median_of([result], key) for result in rounds]
+                                 for key in ("step_ms", "epoch_s")},
                    "peak_rss_mb": max(result["peak_rss_mb"] for result in rounds), **common}
             if impl == "minidl":
                 row["gemm_ms"] = median_of(rounds, "gemm_ms", batch)
