@@ -5,8 +5,8 @@ or runs it with ``--run`` (extra arguments go to peers.py) and keeps its output 
 figure; draws one panel per dtype and thread count, log-log axes, and writes a PNG.
 
     python benchmarks/peers.py --json > benchmarks/peers.jsonl
-    python benchmarks/plot.py benchmarks/peers.jsonl -o docs/figures/step_vs_batch.png
-    python benchmarks/plot.py --run -o docs/figures/step_vs_batch.png -- --threads 1
+    python benchmarks/plot.py benchmarks/peers.jsonl -o benchmarks/step_vs_batch.png
+    python benchmarks/plot.py --run -o benchmarks/step_vs_batch.png -- --threads 1
 """
 import argparse
 import json
