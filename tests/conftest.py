@@ -28,6 +28,25 @@ def assert_close(actual, expected, tol, what=""):
     assert error <= tol, f"{what}: relative error {error:.3e} > {tol:.0e}"
 
 
+def benchmark_rows(script, contract, timeout):
+    """Run ``benchmarks/<script> --quick --json``; its JSON rows, each checked for the contract keys."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / script
+    result = subprocess.run([sys.executable, str(path), "--quick", "--json"], capture_output=True, text=True,
+                            timeout=timeout)
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert rows, "no output"
+    for row in rows:
+        assert contract <= row.keys(), f"missing {contract - row.keys()} in {row}"
+        assert row["dtype"] in ("float32", "float64")
+        assert row["threads"] >= 1 and row["batch"] >= 1
+    return rows
+
+
 def kill_after_checks(process, checkpoint, checks=2, timeout=90):
     """SIGKILL the running ``process`` once ``checkpoint`` records at least ``checks`` checks."""
     from minidl.checkpoint import load_checkpoint

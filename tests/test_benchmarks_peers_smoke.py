@@ -4,30 +4,21 @@ PyTorch and scikit-learn are optional: a contender that is not installed is skip
 benchmark itself, so only minidl's rows are required.
 """
 import importlib.util
-import json
 import math
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
+from conftest import benchmark_rows
+
 pytest.importorskip("threadpoolctl")
 
-PEERS = Path(__file__).resolve().parents[1] / "benchmarks" / "peers.py"
 CONTRACT = {"impl", "dtype", "threads", "batch", "step_ms", "epoch_s"}
 
 
 def test_peers_benchmark_quick_json():
-    result = subprocess.run([sys.executable, str(PEERS), "--quick", "--json"],
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    rows = benchmark_rows("peers.py", CONTRACT, timeout=300)
     for row in rows:
-        assert CONTRACT <= row.keys(), f"missing {CONTRACT - row.keys()} in {row}"
         assert row["impl"] in ("minidl", "torch", "sklearn")
-        assert row["dtype"] in ("float32", "float64")
-        assert row["threads"] >= 1 and row["batch"] >= 1
         for key in ("step_ms", "epoch_s"):
             assert row[key] is None or (math.isfinite(row[key]) and row[key] > 0), f"{key} in {row}"
     expected = {"minidl"} | {impl for impl in ("torch", "sklearn") if importlib.util.find_spec(impl)}
