@@ -488,3 +488,18 @@ def test_the_xor_example_config_stops_on_patience_with_high_accuracy(tmp_path):
     assert summary["stopped_epoch"] - summary["best_epoch"] == 20
     assert history["records"][history["best_check"]]["val_accuracy"] >= 0.95
     assert summary["test_accuracy"] >= 0.95
+
+
+def test_golden_write_then_check_round_trips_and_a_damaged_file_fails(tmp_path, capsys):
+    path = tmp_path / "golden.npz"
+    assert main(["golden", "write", str(path), "--sizes", "3,5,2", "--activation", "tanh", "--loss", "mse",
+                 "--trajectory-steps", "2", "--optimizer", "adam", "--optimizer-args", '{"lr": 0.01}']) == 0
+    assert main(["golden", "check", str(path)]) == 0
+    assert "ok" in capsys.readouterr().out
+    with np.load(path, allow_pickle=False) as archive:                  # NumPy alone reads it
+        entries = {name: archive[name] for name in archive.files}
+    entries["loss"] = entries["loss"] + 1e-6                            # someone else's wrong loss
+    np.savez(path, **entries)
+    assert main(["golden", "check", str(path)]) == 1
+    assert main(["golden", "check", str(tmp_path / "missing.npz")]) == 2
+    assert main(["golden", "write", str(path), "--optimizer-args", "{not json"]) == 2
