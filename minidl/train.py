@@ -288,10 +288,10 @@ def evaluate(model, X, y, loss="cross_entropy", batch_size=4096, comm=None):
 
 def _evaluate(model, X, y, loss, batch_size, comm):
     kernel = loss_kernel(loss)
-    rows = shard(np.arange(len(X)), comm.rank, comm.size)
+    rows = shard(range(len(X)), comm.rank, comm.size)              # contiguous: slice, never copy
     loss_sum = correct = judged = 0.0
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start:start + batch_size]
+    for start in range(rows.start, rows.stop, batch_size):
+        chunk = slice(start, min(start + batch_size, rows.stop))
         logits = model._forward(X[chunk])
         loss_sum += kernel(logits, y[chunk], 1)[0]                   # divisor 1: a sum over rows
         counts = _correct(loss, logits, y[chunk])
@@ -524,8 +524,10 @@ class Trainer:
             self._gather = {len(rows): (np.empty((len(rows), self.X.shape[1]), self.X.dtype),
                                         np.empty((len(rows),) + self.y.shape[1:], self.y.dtype))}
             buffers = self._gather[len(rows)]
-        np.take(self.X, rows, axis=0, out=buffers[0])          # gather without a new array
-        np.take(self.y, rows, axis=0, out=buffers[1])
+        # gather without a new array; rows come from a permutation, so mode="clip" never clips,
+        # and it spares np.take the full hidden copy its default mode="raise" makes with out=
+        np.take(self.X, rows, axis=0, out=buffers[0], mode="clip")
+        np.take(self.y, rows, axis=0, out=buffers[1], mode="clip")
         return buffers
 
     def _train_step(self, global_rows):
