@@ -15,9 +15,11 @@ With ``num_samples`` given, a batch may have zero rows (a rank's empty share).
 arrays in its own workspace and reuses them in the next call, so a training loop allocates
 nothing; the public functions below return new arrays.
 """
+import functools
+
 import numpy as np
 
-from .layers import Workspace, stable_sigmoid
+from .layers import Workspace, repeat_into, stable_sigmoid
 from .validation import (check_class_labels, check_inputs, check_positive_int, check_targets,
                          numeric_array)
 
@@ -42,26 +44,41 @@ def _softmax_cross_entropy(z, y, n, buffer=_new):
     With probability targets y (N, C): L = sum_ic y_ic (logsumexp(z_i) - z_ic) / n and
     dz = (softmax(z) * sum_c y_ic - y) / n, which is (softmax(z) - y) / n when rows sum to 1.
     Stable: logsumexp subtracts the row maximum first, so exp never overflows.
-    The (N, C) and (N, 1) arrays come from ``buffer`` (reused by fit's kernel); the
-    reductions call ufunc.reduce directly (np.max and np.sum minus their Python wrappers).
+    Every array comes from ``buffer`` (fit's kernel reuses them, so a step allocates nothing):
+    the (N, 1) row values are repeated into a full (N, C) ``tile`` before they meet the
+    logits (see layers.repeat_into), and the label entries z_i[y_i] are reached through their
+    flat indices i*C + y_i with take/put instead of fancy indexing, which makes new arrays.
     """
     row = buffer("row", (len(z), 1), z.dtype)                        # (N, 1) scratch
-    shifted = np.subtract(z, np.maximum.reduce(z, axis=1, keepdims=True, out=row),
+    tile = buffer("tile", z.shape, z.dtype)                          # (N, C) scratch
+    np.maximum.reduce(z, axis=1, keepdims=True, out=row)             # row maxima
+    shifted = np.subtract(z, repeat_into(tile, row),
                           out=buffer("shifted", z.shape, z.dtype))   # (N, C), row max is 0
     exp = np.exp(shifted, out=buffer("dz", z.shape, z.dtype))        # (N, C), in (0, 1]
     sums = np.add.reduce(exp, axis=1, keepdims=True, out=row)        # (N, 1), >= 1
-    exp /= sums                                                      # now softmax(z), in place
+    exp /= repeat_into(tile, sums)                                   # now softmax(z), in place
     log_sums = np.log(sums, out=row)                                 # (N, 1), over the sums
     if y.ndim == 1:                                                  # integer class labels
-        rows = np.arange(len(y))
-        loss = float(log_sums.sum() - shifted[rows, y].sum()) / n
-        exp[rows, y] -= 1
+        flat = np.add(_row_starts(*z.shape), y, out=buffer("flat", y.shape, np.int64))   # i*C + y_i
+        picked = np.take(shifted, flat, out=buffer("picked", y.shape, z.dtype), mode="clip")
+        loss = float(log_sums.sum() - picked.sum()) / n                  # flat is in range:
+        np.take(exp, flat, out=picked, mode="clip")                      # "clip" never clips
+        picked -= 1
+        np.put(exp, flat, picked, mode="clip")                           # softmax - onehot
     else:                                                            # probability targets
         loss = float(np.vdot(y, log_sums - shifted)) / n
         exp *= y.sum(axis=1, keepdims=True)
         exp -= y
     exp /= n                                                         # now dz
     return loss, exp
+
+
+@functools.lru_cache(maxsize=16)
+def _row_starts(rows, columns):
+    """(rows,) int64 [0, C, 2C, ...]: where each row starts in a flattened (rows, C) array."""
+    starts = np.arange(0, rows * columns, columns, dtype=np.int64)
+    starts.flags.writeable = False                                   # shared by every call
+    return starts
 
 
 def _binary_cross_entropy(z, y, n, buffer=_new):

@@ -45,6 +45,7 @@ import numpy as np
 from . import checkpoint as ckpt
 from . import monitor
 from .comm import allreduce_scalars, check_same, collectively, resolve_comm, shard
+from .layers import Workspace
 from .losses import check_loss_targets, loss_kernel, resolve_loss
 from .model import MLP
 from .optim import Optimizer
@@ -263,11 +264,17 @@ def split_validation(X, y, validation_split):
     return X[:split_at], y[:split_at], (X[split_at:], y[split_at:])
 
 
-def _correct(loss, logits, targets):
-    """(number correct, number judged) for classification losses; None for regression."""
+def _correct(loss, logits, targets, buffer=None):
+    """(number correct, number judged) for classification losses; None for regression.
+
+    ``buffer`` (a Workspace) holds the per-row scratch, so fit's step allocates nothing.
+    """
+    buffer = buffer or Workspace()
     if loss == "cross_entropy":
-        labels = targets if targets.ndim == 1 else targets.argmax(axis=1)
-        return int(np.count_nonzero(logits.argmax(axis=1) == labels)), len(labels)
+        n = len(logits)
+        labels = targets if targets.ndim == 1 else targets.argmax(axis=1, out=buffer("labels", (n,), np.int64))
+        predicted = logits.argmax(axis=1, out=buffer("predicted", (n,), np.int64))      # (N,)
+        return int(np.count_nonzero(np.equal(predicted, labels, out=buffer("hits", (n,), bool)))), n
     if loss == "binary_cross_entropy":
         return int(np.count_nonzero((logits > 0) == (targets >= 0.5))), targets.size
     return None
@@ -341,6 +348,7 @@ class Trainer:
             raise ValueError("cross_entropy needs at least 2 outputs (one per class), the model has 1: "
                              "for a yes/no target use binary_cross_entropy")
         self.kernel = loss_kernel(self.loss)
+        self._scratch = Workspace()                                   # _correct's per-row arrays
         self.epochs = check_positive_int("epochs", epochs)
         self.batch_size = check_positive_int("batch_size", batch_size)
         self.seed = check_positive_int("seed", seed, minimum=0)
@@ -548,7 +556,7 @@ class Trainer:
             return False                                                  # e.g. no update from a NaN step
         if self.sync == "grad" or len(local):                             # local SGD: no data, no step
             self.optimizer.step()
-        counts = _correct(self.loss, logits, yb) or (0, 0)
+        counts = _correct(self.loss, logits, yb, self._scratch) or (0, 0)
         acc = self._accumulators
         acc[0] += value * divisor                                         # this rank's loss sum
         acc[1] += counts[0]
