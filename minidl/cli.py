@@ -112,12 +112,14 @@ TRAIN_OPTIONS = [
     Option("sync", str, "grad", "data-parallel mode under mpiexec", ("grad", "params")),
     Option("sync_every", int, 1, "with --sync params: average parameters every K steps"),
     Option("threads", int, None, "BLAS threads per process (default: cores / local ranks)"),
+    Option("check_replicas", bool, False, "debugging aid: after every step, check that all ranks "
+                                          "hold bit-identical parameters (a hash allgather)"),
     Option("fail_on_rank", int, None, "testing aid: raise on this rank ..."),
     Option("fail_at_step", int, None, "... at this optimizer step"),
 ]
 OPTIONS = {option.key: option for option in TRAIN_OPTIONS}
 # Keys that may differ when resuming: they do not change the trajectory.
-RESUME_MAY_CHANGE = ("epochs", "threads", "fail_on_rank", "fail_at_step")
+RESUME_MAY_CHANGE = ("epochs", "threads", "check_replicas", "fail_on_rank", "fail_at_step")
 
 
 def _coerce(option, value, origin):
@@ -389,7 +391,7 @@ def cmd_train(args):
                   validation_data=(dataset.X_val, dataset.y_val), callbacks=callbacks,
                   seed=config["seed"], check_every_steps=config["check_every_steps"], comm=comm,
                   sync=config["sync"], sync_every=config["sync_every"],
-                  checkpoint=checkpoint, resume=resume)
+                  check_replicas=config["check_replicas"], checkpoint=checkpoint, resume=resume)
     test = evaluate(model, dataset.X_test, dataset.y_test, config["loss"], comm=comm)
     summary = dict(history.summary(), monitor=config["monitor"] if config["early_stopping"] else None,
                    best_value=_best_value(history, config), test_loss=test["loss"],

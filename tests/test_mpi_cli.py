@@ -2,6 +2,8 @@
 
 Each test runs its own mpiexec subprocess with a timeout (see test_mpi.mpiexec).
 """
+import json
+
 import numpy as np
 import pytest
 
@@ -14,9 +16,12 @@ FLAGS = ["train", "--dataset", "blobs", "--epochs", "4", "--batch-size", "20", "
 
 @pytest.mark.parametrize("ranks", [2, 3])
 def test_n_rank_final_npz_equals_the_one_process_run(ranks, tmp_path):
-    process, _ = mpiexec(ranks, "-m", "minidl", *FLAGS, "--output", tmp_path / "parallel", timeout=120)
+    process, _ = mpiexec(ranks, "-m", "minidl", *FLAGS, "--output", tmp_path / "parallel",
+                         "--check-replicas", timeout=120)                # bit-identical after every step
     assert process.returncode == 0, process.stderr[-3000:]
     assert process.stdout.count("minidl: stopped") == 1                  # rank 0 alone prints
+    training = json.loads((tmp_path / "parallel" / "summary.json").read_text())["comm_stats"]["training"]
+    assert training["replica_check"]["calls"] == training["gradients"]["calls"]   # checked every step
     assert main([*FLAGS, "--output", str(tmp_path / "serial")]) == 0
     with np.load(tmp_path / "parallel" / "final.npz") as parallel, np.load(tmp_path / "serial" / "final.npz") as serial:
         assert parallel.files == serial.files
