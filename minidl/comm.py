@@ -11,6 +11,8 @@ of the same shape and dtype. ``label`` names the purpose of a call (``"gradients
     allgather(array, label)       a new (size, *array.shape) array of every rank's array
     allgather_object(obj, label)  [every rank's obj]: small control messages only (pickled)
     barrier(label)
+    gradient_buffer(grads)        where the model's flat gradient should live for the fastest
+                                  allreduce_sum (MPIComm: a shared-memory window on one node)
 
 Arrays must be C-contiguous NumPy arrays: MPI moves their memory as it is, without copies.
 Three implementations:
@@ -19,14 +21,16 @@ Three implementations:
     SimComm      N virtual ranks in threads of one process (``run_simulated``), for tests:
                  collectives time out, a call sequence that differs across ranks raises,
                  and the first exception of any rank aborts the others
-    MPIComm      mpi4py, buffer calls only: Allreduce(IN_PLACE), Bcast, Allgather
+    MPIComm      mpi4py, buffer calls only: Allreduce(IN_PLACE), Bcast, Allgather; with every
+                 rank on one node, the gradient allreduce reads the other ranks' gradients
+                 in a shared-memory window instead (minidl.shared_memory)
 """
 import pickle
 import threading
 
 import numpy as np
 
-from . import mpi
+from . import mpi, shared_memory
 
 
 class CommStats:
@@ -100,6 +104,12 @@ class Communicator:
     def barrier(self, label="barrier"):
         self.stats.record("barrier", label, 0)
         self._barrier(label)
+
+    def gradient_buffer(self, grads):
+        """Where a model should keep its flat gradient for the fastest allreduce_sum: an array
+        with the contents of ``grads`` (``grads`` itself unless a subclass has a better place).
+        Collective; fit moves model.grads there once (MLP._move_grads)."""
+        return grads
 
 
 class SerialComm(Communicator):
@@ -308,10 +318,29 @@ class MPIComm(Communicator):
         node = self.mpi_comm.Split_type(self.MPI.COMM_TYPE_SHARED)       # the ranks on this node
         self.local_size = node.Get_size()
         node.Free()
+        self._shared = []                 # SharedBuffers handed out by gradient_buffer()
         mpi.install_abort_hook(self.MPI.COMM_WORLD, self.rank, self.size)
 
+    def gradient_buffer(self, grads):
+        """With every rank on one node: ``grads`` copied into this rank's part of a shared-memory
+        window, which allreduce_sum then reduces by reading the other ranks' parts directly
+        (minidl.shared_memory). Otherwise, or with MINIDL_SHARED_MEMORY=0, ``grads`` itself."""
+        if any(shared.local is grads for shared in self._shared):
+            return grads                                               # moved there already
+        use = self.size > 1 and self.local_size == self.size and shared_memory.enabled()
+        if not all(self.allgather_object(use, "shared_memory")):       # every rank agrees
+            return grads
+        shared = shared_memory.SharedBuffer(self.MPI, self.mpi_comm, grads.size, grads.dtype)
+        shared.local[...] = grads
+        self._shared.append(shared)
+        return shared.local
+
     def _allreduce_sum(self, array, label):
-        self.mpi_comm.Allreduce(self.MPI.IN_PLACE, array, op=self.MPI.SUM)
+        shared = next((shared for shared in self._shared if shared.local is array), None)
+        if shared is not None:
+            shared.allreduce_sum()
+        else:
+            self.mpi_comm.Allreduce(self.MPI.IN_PLACE, array, op=self.MPI.SUM)
 
     def _broadcast(self, array, root, label):
         self.mpi_comm.Bcast(array, root=root)

@@ -35,10 +35,15 @@ class Dense:
         self.in_features, self.out_features = in_features, out_features
         self.W = params[:split].reshape(out_features, in_features)   # views, not copies
         self.b = params[split:]
-        self.dW = grads[:split].reshape(out_features, in_features)
-        self.db = grads[split:]
+        self.bind_grads(grads)
         self.trainable = True
         self._x = self._bias_rows = None
+
+    def bind_grads(self, grads):
+        """Make dW and db views into ``grads`` (length out*in + out), where backward writes."""
+        split = self.out_features * self.in_features
+        self.dW = grads[:split].reshape(self.out_features, self.in_features)
+        self.db = grads[split:]
 
     def initialize(self, rng, scheme):
         """Draw W with ``scheme`` (in float64, then cast) and set b to zero.

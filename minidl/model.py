@@ -199,6 +199,19 @@ class MLP:
                 spans.append((start, stop))
         return spans
 
+    def _move_grads(self, buffer):
+        """Keep the flat gradient in ``buffer`` from now on (its contents copied there): fit
+        moves it where its communicator reduces it fastest (Communicator.gradient_buffer)."""
+        if buffer is self.grads:
+            return
+        if buffer.shape != self.grads.shape or buffer.dtype != self.dtype:
+            raise ValueError(f"a gradient buffer must have shape {self.grads.shape} and dtype "
+                             f"{self.dtype}, got {buffer.shape} {buffer.dtype}")
+        buffer[...] = self.grads
+        self.grads = buffer
+        for (start, stop), dense in zip(self._spans, self.dense_layers):
+            dense.bind_grads(buffer[start:stop])
+
     # ----------------------------------------------------------------- computation
     def _buffer(self, key, shape):
         """A reusable workspace array for ``key``; reallocated only when the shape changes."""

@@ -660,6 +660,7 @@ class Trainer:
         self.comm.broadcast(self.model.params, label="initial_state")    # rank 0's state for all
         for array in self.optimizer._buffers().values():
             self.comm.broadcast(array, label="initial_state")
+        self.model._move_grads(self.comm.gradient_buffer(self.model.grads))
         self._stats_startup = self.comm.stats.since(stats_before)
         self._stats_loop = self.comm.stats.snapshot()
         with _catch_interrupts(run):

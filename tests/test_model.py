@@ -190,6 +190,32 @@ def test_named_parameters_and_dense_tensors_are_views_into_the_flat_buffers():
     assert all(np.all(view == 0.5) for view in named.values())
 
 
+def test_move_grads_rebinds_every_layer_to_the_new_buffer(rng):
+    """fit moves model.grads where its communicator reduces fastest (an MPI shared-memory
+    window on one node): backward must then write there, and nothing else may change."""
+    model = MLP([3, 4, 2], seed=0)
+    X, y = rng.normal(size=(5, 3)), rng.integers(0, 2, 5)
+    expected = loss_and_grads(model, X, y)[1]
+    before = model.grads.copy()
+    buffer = np.full_like(model.grads, np.nan)
+    model._move_grads(buffer)
+    assert model.grads is buffer
+    np.testing.assert_array_equal(buffer, before)                      # contents carried over
+    for dense in model.dense_layers:
+        assert np.shares_memory(dense.dW, buffer) and np.shares_memory(dense.db, buffer)
+    buffer[...] = np.nan
+    assert loss_and_grads(model, X, y)[1].keys() == expected.keys()     # backward writes into buffer
+    for name, grad in expected.items():
+        np.testing.assert_array_equal(model.named_gradients()[name], grad)
+    assert not np.isnan(buffer).any()
+    model._move_grads(model.grads)                                      # the same buffer: no-op
+    assert model.grads is buffer
+    with pytest.raises(ValueError, match="shape"):
+        model._move_grads(np.zeros(3))
+    with pytest.raises(ValueError, match="dtype"):
+        model._move_grads(np.zeros(model.grads.shape, np.float32))
+
+
 def test_layout_describes_contiguous_spans():
     model = MLP([3, 4, 2])
     assert model.layout() == [("0.weight", 0, 12, (4, 3)), ("0.bias", 12, 16, (4,)),

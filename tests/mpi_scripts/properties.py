@@ -12,7 +12,10 @@ import os
 import signal
 import sys
 
+import numpy as np
+
 from common import RowRecorder, early_stopping_run, make_data, max_relative_error, train
+from minidl import shared_memory
 from minidl.comm import default_comm
 
 
@@ -61,6 +64,23 @@ def main(out):
     results["metrics"] = {key: max(abs(a - b) / abs(b) for a, b in zip(history[key], serial_history[key]))
                           for key in ("loss", "accuracy", "val_loss", "val_accuracy")}
     results["comm_stats"] = history.comm_stats
+
+    # the gradient allreduce through the shared-memory window (every rank on one node) ...
+    results["shared_memory_used"] = any(shared.local is model.grads for shared in comm._shared)
+    os.environ[shared_memory.ENVIRONMENT_SWITCH] = "0"                  # ... and through MPI_Allreduce
+    through_mpi, _ = train(comm, X, y, **kwargs)
+    del os.environ[shared_memory.ENVIRONMENT_SWITCH]
+    results["shared_memory_vs_mpi_allreduce"] = max_relative_error(model, through_mpi)
+    results["mpi_allreduce_kept_private_grads"] = not any(shared.local is through_mpi.grads
+                                                          for shared in comm._shared)
+    shared = shared_memory.SharedBuffer(comm.MPI, comm.mpi_comm, 1001, np.float64)   # odd chunk sizes
+    values = np.random.default_rng(comm.rank).normal(size=1001)
+    shared.local[...] = values
+    shared.allreduce_sum()
+    expected = comm.mpi_comm.allreduce(values)                          # pickled sum, a reference
+    results["shared_sum_error"] = float(np.abs(shared.local - expected).max() / np.abs(expected).max())
+    digests = comm.allgather_object(hashlib.sha256(shared.local.tobytes()).hexdigest())
+    results["shared_sum_identical_on_every_rank"] = len(set(digests)) == 1
 
     # 4: early stopping agreed by every rank, as in the serial run
     serial, expected = early_stopping_run(None)
