@@ -14,6 +14,14 @@ float64 at global batch 128 and 512 it reports
                        of other data pass through the caches, as the step's compute does: the
                        bare call repeated back to back finds MPI's buffers in cache, the step
                        does not
+    wait_ms            2 ranks: time the faster rank waits for the slower one before the
+                       allreduce (the barrier that the allreduce timing starts after)
+    gemm_ms            the bare GEMMs of one step of this configuration (each rank: its share
+                       of the global batch, all ranks starting together after a barrier, the
+                       slowest rank's time), with step.py's GEMMs
+    gemm_efficiency    gemm_ms(1 rank x 1 thread) / (cores used x gemm_ms): how well the
+                       machine itself runs the step's matrix products on 2 cores at this moment,
+                       the ceiling for efficiency; efficiency_of_ceiling = efficiency / it
     vs_threads         2 ranks: step_ms(1 rank x 2 threads) / step_ms (> 1: MPI beats threads)
     foreign_cores      cores busy with OTHER work (other processes, hypervisor steal) while
                        this configuration ran, averaged over the run (Linux /proc/stat): well
@@ -21,6 +29,10 @@ float64 at global batch 128 and 512 it reports
 
 Configurations run in interleaved rounds (1x1, 1x2, 2x1, then again), so machine noise hits
 all alike; each number is the median over rounds of the per-round medians.
+
+With every rank on one node, the gradient allreduce goes through minidl's shared-memory path
+(minidl.shared_memory); MINIDL_SHARED_MEMORY=0 python benchmarks/scaling.py measures the
+MPI_Allreduce path instead.
 
     python benchmarks/scaling.py                 # a table
     python benchmarks/scaling.py --json          # one JSON object per line
@@ -43,8 +55,10 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))                                     # measure this checkout
+sys.path.insert(0, str(REPO / "benchmarks"))
+from step import Gemms                                            # noqa: E402  (benchmarks/step.py)
 from minidl import MLP, SGD                                       # noqa: E402
-from minidl.comm import MPIComm, default_comm                     # noqa: E402
+from minidl.comm import MPIComm, default_comm, shard              # noqa: E402
 from minidl.mpi import set_blas_threads                           # noqa: E402
 from minidl.train import fit                                      # noqa: E402
 
@@ -69,16 +83,18 @@ class AllreduceClock(MPIComm):
 
     def __init__(self):
         super().__init__()
-        self.seconds = []
+        self.seconds, self.waits = [], []
 
     def _allreduce_sum(self, array, label):
         if label != "gradients":
             super()._allreduce_sum(array, label)
             return
+        arrived = time.perf_counter()
         self.mpi_comm.Barrier()
         start = time.perf_counter()
         super()._allreduce_sum(array, label)
         self.seconds.append(time.perf_counter() - start)
+        self.waits.append(start - arrived)
 
 
 def bare_allreduce(mpi, array, repeats, evict=None):
@@ -108,6 +124,21 @@ def train_steps(comm, dtype, batch, warmup, steps):
     return np.diff(clock.stamps)[warmup:], model
 
 
+def bare_gemms(comm, model, batch, warmup, steps):
+    """Seconds of the GEMMs of each of ``steps`` steps on this rank's share of ``batch`` rows,
+    every rank starting together after a barrier; the slowest rank's time per step."""
+    rows = len(shard(range(batch), comm.rank, comm.size))
+    rng = np.random.default_rng(comm.rank)
+    x = rng.random((rows, SIZES[0])).astype(model.dtype)
+    gemms, seconds = Gemms(model, rows, rng), []
+    for _ in range(warmup + steps):
+        comm.barrier("benchmark")
+        start = time.perf_counter()
+        gemms(x, None, time.perf_counter)
+        seconds.append(time.perf_counter() - start)
+    return comm.allgather(np.array(seconds[warmup:]), "benchmark").max(axis=0)
+
+
 def worker(args):
     """One configuration, every dtype and batch; rank 0 prints one JSON line per case."""
     comm = default_comm()
@@ -116,12 +147,15 @@ def worker(args):
         for batch in args.batch:
             seconds, model = train_steps(comm, dtype, batch, args.warmup, args.steps)
             result = {"dtype": dtype, "batch": batch, "ranks": comm.size, "threads": args.threads,
-                      "step_ms": 1e3 * float(np.median(seconds))}
+                      "step_ms": 1e3 * float(np.median(seconds)),
+                      "gemm_ms": 1e3 * float(np.median(bare_gemms(comm, model, batch, args.warmup,
+                                                                  args.steps)))}
             if comm.size > 1:
                 timed = AllreduceClock()
                 train_steps(timed, dtype, batch, args.warmup, args.steps)
                 bare = bare_allreduce(timed.MPI, model.grads, args.steps)
                 cold = bare_allreduce(timed.MPI, model.grads, args.steps, evict=np.ones(2 ** 22))
+                result["wait_ms"] = 1e3 * float(np.median(timed.waits[args.warmup:]))
                 result["allreduce_ms"] = 1e3 * float(np.median(timed.seconds[args.warmup:]))
                 result["bare_ms"] = 1e3 * float(np.median(bare))
                 result["bare_cold_ms"] = 1e3 * float(np.median(cold))
@@ -185,20 +219,24 @@ def summarize(rounds):
                     if field.endswith("_ms") or field == "foreign_cores"} for key, rows in cases.items()}
     lines = []
     for (dtype, batch, ranks, threads), times in median.items():
-        base = median[(dtype, batch, 1, 1)]["step_ms"]
-        speedup = base / times["step_ms"]
+        base = median[(dtype, batch, 1, 1)]
+        speedup, cores = base["step_ms"] / times["step_ms"], ranks * threads
+        gemm_efficiency = base["gemm_ms"] / (cores * times["gemm_ms"])
         line = {"dtype": dtype, "batch": batch, "ranks": ranks, "threads": threads,
                 "step_ms": round(times["step_ms"], 4), "speedup": round(speedup, 3),
-                "efficiency": round(speedup / (ranks * threads), 3),
+                "efficiency": round(speedup / cores, 3), "gemm_ms": round(times["gemm_ms"], 4),
+                "gemm_efficiency": round(gemm_efficiency, 3),
+                "efficiency_of_ceiling": round(speedup / cores / gemm_efficiency, 3),
                 "allreduce_share": None, "allreduce_vs_bare": None, "allreduce_vs_cold_bare": None,
                 "vs_threads": None, "allreduce_ms": None, "bare_ms": None, "bare_cold_ms": None,
-                "foreign_cores": round(times["foreign_cores"], 2)}
+                "wait_ms": None, "foreign_cores": round(times["foreign_cores"], 2)}
         if ranks > 1:
             line.update({"allreduce_share": round(times["allreduce_ms"] / times["step_ms"], 3),
                          "allreduce_vs_bare": round(times["allreduce_ms"] / times["bare_ms"], 3),
                          "allreduce_vs_cold_bare": round(times["allreduce_ms"] / times["bare_cold_ms"], 3),
                          "vs_threads": round(median[(dtype, batch, 1, 2)]["step_ms"] / times["step_ms"], 3),
                          "allreduce_ms": round(times["allreduce_ms"], 4),
+                         "wait_ms": round(times["wait_ms"], 4),
                          "bare_ms": round(times["bare_ms"], 4),
                          "bare_cold_ms": round(times["bare_cold_ms"], 4)})
         lines.append(line)
@@ -223,9 +261,9 @@ def fit_cost_model(measured):
 
 
 def print_table(lines):
-    header = ("dtype", "batch", "ranks", "threads", "step_ms", "speedup", "efficiency",
-              "allreduce_share", "allreduce_vs_bare", "allreduce_vs_cold_bare", "vs_threads",
-              "foreign_cores")
+    header = ("dtype", "batch", "ranks", "threads", "step_ms", "efficiency", "gemm_efficiency",
+              "efficiency_of_ceiling", "allreduce_share", "allreduce_vs_bare",
+              "allreduce_vs_cold_bare", "wait_ms", "vs_threads", "foreign_cores")
     print("  ".join(f"{name:>{max(len(name), 7)}}" for name in header))
     for line in lines:
         print("  ".join(f"{'-' if line[name] is None else line[name]:>{max(len(name), 7)}}" for name in header))

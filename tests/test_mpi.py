@@ -142,3 +142,7 @@ def test_scaling_benchmark_keeps_its_json_contract():
         assert row["step_ms"] > 0 and row["efficiency"] == pytest.approx(
             row["speedup"] / (row["ranks"] * row["threads"]), abs=1e-3)
     assert rows[2]["allreduce_share"] > 0 and rows[2]["allreduce_vs_bare"] > 0
+    for row in rows:                                   # the machine's own ceiling, beside it
+        assert row["gemm_ms"] > 0 and row["efficiency_of_ceiling"] == pytest.approx(
+            row["efficiency"] / row["gemm_efficiency"], rel=1e-2)
+    assert rows[2]["wait_ms"] >= 0
