@@ -37,7 +37,7 @@ class Dense:
         self.b = params[split:]
         self.bind_grads(grads)
         self.trainable = True
-        self._x = self._bias_rows = None
+        self._x = None
 
     def bind_grads(self, grads):
         """Make dW and db views into ``grads`` (length out*in + out), where backward writes."""
@@ -71,8 +71,7 @@ class Dense:
     def forward(self, x, out=None):
         self._x = x                                  # (N, in), needed for dW
         y = np.matmul(x, self.W.T, out=out)          # (N, out)
-        self._bias_rows = _kept(self._bias_rows, y.shape, y.dtype, 0)
-        y += repeat_into(self._bias_rows, self.b)     # + b on every row, in place
+        y += self.b                                  # broadcast over rows, in place
         return y
 
     def backward(self, dy, out=None, need_dx=True):
@@ -104,21 +103,17 @@ class ReLU:
     name = "relu"
 
     def __init__(self):
-        self._zeros = self._mask = self._float_mask = None
+        self._zeros = self._mask = None
 
     def forward(self, x, out=None):
-        # against a full (N, H) array of zeros: no broadcast, so no internal ufunc buffer, and
-        # about 2x faster than comparing with a scalar 0
-        self._zeros = _kept(self._zeros, x.shape, x.dtype, 0)
+        self._zeros = _kept(self._zeros, x.shape[1:], x.dtype, 0)   # (H,): 2x faster than a scalar 0
         self._y = np.maximum(x, self._zeros, out=out)   # (N, H); y > 0 exactly where x > 0
         return self._y
 
     def backward(self, dy, out=None):
         self._mask = _kept(self._mask, self._y.shape, bool, False)
-        self._float_mask = _kept(self._float_mask, self._y.shape, dy.dtype, 0)
         np.greater(self._y, 0, out=self._mask)       # (N, H) bool, into a reused buffer
-        np.copyto(self._float_mask, self._mask)      # 1.0 / 0.0: multiplying by a bool array would
-        return np.multiply(dy, self._float_mask, out=out)   # cast it through an internal buffer
+        return np.multiply(dy, self._mask, out=out)
 
 
 class LeakyReLU:
@@ -199,17 +194,6 @@ def _kept(array, shape, dtype, fill):
     if array is None or array.shape != shape or array.dtype != dtype:
         array = np.full(shape, fill, dtype)
     return array
-
-
-def repeat_into(tile, values):
-    """``values`` broadcast into the full-size array ``tile``, e.g. a (K,) row down N rows.
-
-    A ufunc given a broadcast operand allocates an internal buffer of 8,192 elements on
-    every call; np.copyto broadcasts without one, and the full-size ``tile`` then keeps the
-    ufunc on its plain loop, so a training step allocates nothing (benchmarks/epoch.py).
-    """
-    np.copyto(tile, values)
-    return tile
 
 
 def _copy_into(out, src):
