@@ -321,6 +321,18 @@ def measure(args, impls, threads, dtype):
     return results
 
 
+def over_gemm_epoch(rounds, mini, batch, samples):
+    """Median over rounds of a peer's epoch / the bare GEMMs of an epoch (minidl's GEMM time
+    per step x samples / batch, same round): the most peer/minidl per epoch could reach if
+    minidl's epoch cost nothing but its matrix multiplies. None without minidl's GEMMs."""
+    ratios = []
+    for peer, ours in zip(rounds, mini):
+        epoch, gemm_ms = median_of([peer], "epoch_s"), median_of([ours], "gemm_ms", batch)
+        if epoch and gemm_ms:
+            ratios.append(epoch / (gemm_ms / 1e3 * samples / batch))
+    return statistics.median(ratios) if ratios else None
+
+
 def rows_for(results, threads, dtype, args, common):
     """One JSON-able row per (impl, batch), with the paired ratios."""
     rows = []
@@ -345,6 +357,7 @@ def rows_for(results, threads, dtype, args, common):
                 row["minidl_over_" + impl + "_step"] = paired(mini, rounds, "step_ms", batch)
                 if row["epoch_s"] is not None:
                     row[impl + "_over_minidl_epoch"] = paired(rounds, mini, "epoch_s")
+                    row[impl + "_over_gemm_epoch"] = over_gemm_epoch(rounds, mini, batch, args.samples)
             rows.append(row)
     return rows
 
@@ -363,6 +376,10 @@ def print_table(rows, threads, dtype):
             epoch = row.get(f"{row['impl']}_over_minidl_epoch")
             if epoch is not None:
                 notes.append(f"{row['impl']}/minidl per epoch {epoch:.2f}")
+            ceiling = row.get(f"{row['impl']}_over_gemm_epoch")
+            if ceiling is not None:
+                notes.append(f"{row['impl']}/bare GEMMs per epoch {ceiling:.2f} (the most "
+                             f"{row['impl']}/minidl can be)")
             if row.get("step_derived"):
                 notes.append("step = epoch / steps")
         epoch = "" if row["epoch_s"] is None else f"{row['epoch_s']:.3f}"
