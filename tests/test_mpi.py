@@ -76,6 +76,7 @@ def test_data_parallel_properties(ranks, tmp_path):
     # the gradient allreduce read the other ranks' gradients in shared memory; MPI_Allreduce
     # (MINIDL_SHARED_MEMORY=0) gives the same trajectory, and the shared sum the same bits everywhere
     assert result["shared_memory_used"] and result["mpi_allreduce_kept_private_grads"]
+    assert result["second_fit_reuses_the_window"]
     assert result["shared_memory_vs_mpi_allreduce"] <= EXACT_TOL
     assert result["shared_sum_error"] <= 1e-15 and result["shared_sum_identical_on_every_rank"]
     # 3. partition with a new order each epoch

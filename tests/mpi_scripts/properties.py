@@ -15,8 +15,9 @@ import sys
 import numpy as np
 
 from common import RowRecorder, early_stopping_run, make_data, max_relative_error, train
-from minidl import shared_memory
+from minidl import SGD, shared_memory
 from minidl.comm import default_comm
+from minidl.train import fit
 
 
 class ParamsEveryStep:
@@ -67,6 +68,10 @@ def main(out):
 
     # the gradient allreduce through the shared-memory window (every rank on one node) ...
     results["shared_memory_used"] = any(shared.local is model.grads for shared in comm._shared)
+    windows = len(comm._shared)
+    again = fit(model, "cross_entropy", SGD(model, lr=0.1), X, y, epochs=1, batch_size=9,
+                comm=comm, check_replicas=True)                    # the same model, trained again
+    results["second_fit_reuses_the_window"] = len(comm._shared) == windows and again.steps == 5
     os.environ[shared_memory.ENVIRONMENT_SWITCH] = "0"                  # ... and through MPI_Allreduce
     through_mpi, _ = train(comm, X, y, **kwargs)
     del os.environ[shared_memory.ENVIRONMENT_SWITCH]
