@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import minidl.comm as comm_module
-from minidl import MLP, SGD, mpi
+from minidl import MLP, SGD, mpi, shared_memory
 from minidl.comm import (CollectiveMismatch, CollectiveTimeout, CommStats, SerialComm, check_same,
                          collectively, resolve_comm, run_simulated)
 from minidl.train import fit
@@ -121,6 +121,20 @@ def test_serial_comm_is_the_identity_and_counts_nothing():
     assert comm.allgather_object("x") == ["x"]
     comm.barrier()
     assert (comm.rank, comm.size, comm.local_size, comm.stats.by_label) == (0, 1, 1, {})
+    assert comm.gradient_buffer(array) is array                       # the gradient stays put
+
+
+def test_simulated_ranks_keep_their_gradient_buffers():
+    """Only MPIComm on one node moves gradients (to shared memory; tests/test_mpi.py)."""
+    results = run_simulated(2, lambda comm: comm.gradient_buffer(grads := np.zeros(3)) is grads)
+    assert results == [True, True]
+
+
+@pytest.mark.parametrize("value, expected", [(None, True), ("1", True), ("yes", True),
+                                             ("0", False), (" 0 ", False)])
+def test_the_shared_memory_switch(value, expected):
+    environ = {} if value is None else {shared_memory.ENVIRONMENT_SWITCH: value}
+    assert shared_memory.enabled(environ) is expected
 
 
 def test_stats_since_a_snapshot():
