@@ -43,8 +43,15 @@ class SharedBuffer:
         self.comm, self.rank = node_comm, node_comm.Get_rank()
         info = MPI.Info.Create()
         info.Set("alloc_shared_noncontig", "true")         # each rank's part starts on its own page
-        self.window = MPI.Win.Allocate_shared(size * dtype.itemsize, dtype.itemsize, info, comm=node_comm)
-        info.Free()
+        try:
+            self.window = MPI.Win.Allocate_shared(size * dtype.itemsize, dtype.itemsize, info,
+                                                  comm=node_comm)
+        except MPI.Exception as error:                     # e.g. a small /dev/shm in a container
+            raise RuntimeError(f"minidl could not allocate {size * dtype.itemsize:,} bytes per rank "
+                               f"of shared memory for the gradient allreduce ({error}); set "
+                               f"{ENVIRONMENT_SWITCH}=0 to use MPI_Allreduce instead") from error
+        finally:
+            info.Free()
         self.arrays = []                                   # every rank's (P,) array, by rank
         for rank in range(node_comm.Get_size()):
             memory, _ = self.window.Shared_query(rank)

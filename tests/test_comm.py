@@ -130,6 +130,41 @@ def test_simulated_ranks_keep_their_gradient_buffers():
     assert results == [True, True]
 
 
+def test_a_failed_shared_memory_window_says_how_to_do_without():
+    """Allocate_shared fails where shared memory is short (a container's small /dev/shm):
+    the error names the switch that falls back to MPI_Allreduce."""
+    class FakeMPI:
+        class Exception(Exception):
+            pass
+
+        class Info:
+            freed = False
+
+            @classmethod
+            def Create(cls):
+                return cls()
+
+            def Set(self, key, value):
+                pass
+
+            def Free(self):
+                FakeMPI.Info.freed = True
+
+        class Win:
+            @staticmethod
+            def Allocate_shared(*args, **kwargs):
+                raise FakeMPI.Exception("MPI_ERR_NO_MEM")
+
+    class NodeComm:
+        def Get_rank(self):
+            return 0
+
+    with pytest.raises(RuntimeError, match="MINIDL_SHARED_MEMORY=0 to use MPI_Allreduce") as error:
+        shared_memory.SharedBuffer(FakeMPI, NodeComm(), 1000, np.float32)
+    assert "4,000 bytes per rank" in str(error.value) and "MPI_ERR_NO_MEM" in str(error.value)
+    assert FakeMPI.Info.freed
+
+
 @pytest.mark.parametrize("value, expected", [(None, True), ("1", True), ("yes", True),
                                              ("0", False), (" 0 ", False)])
 def test_the_shared_memory_switch(value, expected):
