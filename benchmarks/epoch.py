@@ -23,7 +23,6 @@ Each configuration (thread count, dtype) runs in its own process, so its peak RS
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -35,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import machine                                                   # noqa: E402  (benchmarks/machine.py)
 from step import SIZES, Gemms, blas_info, threadpool_limits      # noqa: E402  (benchmarks/step.py)
 
 import minidl                                                     # noqa: E402  (this checkout)
@@ -240,9 +240,8 @@ def conduct(args, argv):
         print(f"minidl.fit epoch, MLP {'-'.join(map(str, SIZES))}, SGD momentum 0.9, batch "
               f"{args.batch}, {args.samples} x {SIZES[0]} synthetic samples shuffled every epoch, "
               f"{args.val} validation samples")
-        print(f"numpy {np.__version__}, Python {platform.python_version()}, CPUs {os.cpu_count()}, "
-              f"load average {os.getloadavg()[0]:.2f}; {args.epochs - 1} timed epochs per "
-              f"configuration, each followed by its bare GEMMs; medians")
+        print(f"{machine.describe()}; {args.epochs - 1} timed epochs per configuration, each "
+              f"followed by its bare GEMMs; medians")
     for threads in args.threads:
         for dtype in args.dtype:
             command = [sys.executable, str(Path(__file__).resolve()), *argv, "--child",

@@ -49,6 +49,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))                 # measure this checkout
+import machine                                       # noqa: E402  (benchmarks/machine.py)
 
 SIZES = (784, 256, 256, 10)
 IMPLS = ("minidl", "torch", "sklearn")
@@ -460,8 +461,7 @@ def main(argv=None):
         print(f"MLP {'-'.join(map(str, SIZES))}, ReLU, softmax cross-entropy, SGD lr {LR} momentum "
               f"{args.momentum}{' (Nesterov)' if args.nesterov else ''}; {args.samples} x {SIZES[0]} "
               f"synthetic samples, 10 classes; epochs at batch {args.epoch_batch}")
-        print(f"numpy {np.__version__}, Python {common['python']}, CPUs {os.cpu_count()}, load "
-              f"average {os.getloadavg()[0]:.2f}; {args.rounds} interleaved rounds of {', '.join(impls)}, "
+        print(f"{machine.describe()}; {args.rounds} interleaved rounds of {', '.join(impls)}, "
               f"each in its own process; medians, paired ratios")
     for threads in args.threads:
         for dtype in args.dtype:

@@ -39,6 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))     # measure this 
 from minidl import MLP, SGD                                        # noqa: E402
 from minidl.losses import loss_kernel                              # noqa: E402
 
+import machine                                                     # noqa: E402  (benchmarks/machine.py)
+
 SIZES = (784, 256, 256, 10)
 PHASES = ("forward", "loss", "backward", "update")
 
@@ -189,9 +191,7 @@ def main(argv=None):
     if not args.json:
         print(f"minidl training step, MLP {'-'.join(map(str, SIZES))}, ReLU, softmax "
               f"cross-entropy, SGD momentum 0.9")
-        print(f"numpy {np.__version__}, Python {common['python']}, CPUs {os.cpu_count()}, "
-              f"load average {os.getloadavg()[0]:.2f}, "
-              f"OPENBLAS_CORETYPE={common['openblas_coretype'] or '(unset)'}")
+        print(f"{machine.describe()}, OPENBLAS_CORETYPE={common['openblas_coretype'] or '(unset)'}")
         print(f"{args.rounds} interleaved rounds x {args.loops} loops; times are medians in ms; "
               f"ratio = median per-round step / gemm; overheads = phase time minus its "
               f"GEMMs, in us")
