@@ -1,6 +1,6 @@
 """Epoch benchmark: a real minidl.fit epoch against the bare GEMMs of the same epoch.
 
-MLP 784-256-256-10 (ReLU, softmax cross-entropy, SGD with momentum 0.9) trained by
+MLP 784-256-256-10 (ReLU, softmax cross-entropy, SGD with momentum 0.9, or --momentum M) trained by
 ``minidl.fit`` on synthetic 60,000 x 784 pixel-like data with 10 classes, shuffled every
 epoch, with a 10,000-sample validation set evaluated at the end of every epoch. A callback
 times each epoch and, between epochs, runs the epoch's bare GEMMs (every training step's 8
@@ -104,7 +104,7 @@ def time_epochs(dtype, args):
     X, y = synthetic(args.samples, dtype, 0)
     X_val, y_val = synthetic(args.val, dtype, 1)
     model = minidl.MLP(list(SIZES), activation="relu", dtype=dtype, seed=0)
-    optimizer = minidl.SGD(model, lr=0.01, momentum=0.9)
+    optimizer = minidl.SGD(model, lr=0.01, momentum=args.momentum)
     clock = EpochClock(BareEpoch(model, X, args.samples, args.batch, args.val))
     minidl.fit(model, "cross_entropy", optimizer, X, y, epochs=args.epochs, batch_size=args.batch,
                validation_data=(X_val, y_val), callbacks=[clock], comm=None, seed=0)
@@ -143,7 +143,7 @@ def step_allocations(dtype, args):
     result = {"where": {}}
     for suffix, bufsize in (("", None), ("_small_ufunc_buffer", 16)):
         model = minidl.MLP(list(SIZES), dtype=dtype, seed=0)
-        optimizer = minidl.SGD(model, lr=0.01, momentum=0.9)
+        optimizer = minidl.SGD(model, lr=0.01, momentum=args.momentum)
         peaks = StepPeaks()
         previous = np.getbufsize()
         if bufsize:
@@ -165,7 +165,7 @@ def step_allocations(dtype, args):
 def phase_allocations(dtype, X, y, X_val, y_val, args):
     """{phase: largest allocation} over steady-state steps: the library's phases and fit's own."""
     model = minidl.MLP(list(SIZES), dtype=dtype, seed=0)
-    optimizer = minidl.SGD(model, lr=0.01, momentum=0.9)
+    optimizer = minidl.SGD(model, lr=0.01, momentum=args.momentum)
     found = {}
 
     def traced(name, function):
@@ -210,6 +210,8 @@ def parse_args(argv):
     parser.add_argument("--dtype", nargs="+", default=["float32", "float64"],
                         choices=["float32", "float64"])
     parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--momentum", type=float, default=0.9,
+                        help="SGD momentum (default 0.9; 0: plain SGD)")
     parser.add_argument("--samples", type=int, default=60000, help="training samples (60000)")
     parser.add_argument("--val", type=int, default=10000, help="validation samples (10000)")
     parser.add_argument("--epochs", type=int, default=6,
@@ -237,7 +239,7 @@ def main(argv=None):
 
 def conduct(args, argv):
     if not args.json:
-        print(f"minidl.fit epoch, MLP {'-'.join(map(str, SIZES))}, SGD momentum 0.9, batch "
+        print(f"minidl.fit epoch, MLP {'-'.join(map(str, SIZES))}, SGD momentum {args.momentum}, batch "
               f"{args.batch}, {args.samples} x {SIZES[0]} synthetic samples shuffled every epoch, "
               f"{args.val} validation samples")
         print(f"{machine.describe()}; {args.epochs - 1} timed epochs per configuration, each "
@@ -261,7 +263,7 @@ def run_configuration(args):
                 sys.exit(f"could not set the BLAS thread count to {threads}: {blas}")
             for dtype in args.dtype:
                 row = {"impl": "minidl", "dtype": dtype, "threads": threads, "batch": args.batch,
-                       "samples": args.samples, "val_samples": args.val, **time_epochs(dtype, args),
+                       "samples": args.samples, "val_samples": args.val, "momentum": args.momentum, **time_epochs(dtype, args),
                        "peak_rss_mb": peak_rss_mb()}
                 if args.alloc:
                     row.update(step_allocations(dtype, args))

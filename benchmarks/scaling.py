@@ -1,7 +1,7 @@
 """Data-parallel scaling benchmark: minidl's real fit() loop on 1 rank x 1 thread, 1 rank x 2
 threads and 2 ranks x 1 thread (mpiexec, launched by this script).
 
-For the MLP 784-256-256-10 (ReLU, softmax cross-entropy, SGD momentum 0.9) in float32 and
+For the MLP 784-256-256-10 (ReLU, softmax cross-entropy, SGD momentum 0.9 or --momentum M) in float32 and
 float64 at global batch 128 and 512 it reports
 
     step_ms            median time of one optimizer step of fit() (callbacks timestamp steps)
@@ -111,7 +111,7 @@ def bare_allreduce(mpi, array, repeats, evict=None):
     return seconds
 
 
-def train_steps(comm, dtype, batch, warmup, steps):
+def train_steps(comm, dtype, batch, warmup, steps, momentum):
     """Step times (s) of fit() over warmup + steps global batches of random data."""
     rng = np.random.default_rng(0)
     n = (warmup + steps + 1) * batch
@@ -119,7 +119,7 @@ def train_steps(comm, dtype, batch, warmup, steps):
     y = rng.integers(0, SIZES[-1], n)
     model = MLP(list(SIZES), dtype=dtype, seed=0)
     clock = StepClock()
-    fit(model, "cross_entropy", SGD(model, lr=0.01, momentum=0.9), X, y, epochs=1, batch_size=batch,
+    fit(model, "cross_entropy", SGD(model, lr=0.01, momentum=momentum), X, y, epochs=1, batch_size=batch,
         comm=comm, callbacks=[clock])
     return np.diff(clock.stamps)[warmup:], model
 
@@ -145,14 +145,15 @@ def worker(args):
     set_blas_threads(args.threads, comm)
     for dtype in args.dtype:
         for batch in args.batch:
-            seconds, model = train_steps(comm, dtype, batch, args.warmup, args.steps)
+            seconds, model = train_steps(comm, dtype, batch, args.warmup, args.steps, args.momentum)
             result = {"dtype": dtype, "batch": batch, "ranks": comm.size, "threads": args.threads,
+                      "momentum": args.momentum,
                       "step_ms": 1e3 * float(np.median(seconds)),
                       "gemm_ms": 1e3 * float(np.median(bare_gemms(comm, model, batch, args.warmup,
                                                                   args.steps)))}
             if comm.size > 1:
                 timed = AllreduceClock()
-                train_steps(timed, dtype, batch, args.warmup, args.steps)
+                train_steps(timed, dtype, batch, args.warmup, args.steps, args.momentum)
                 bare = bare_allreduce(timed.MPI, model.grads, args.steps)
                 cold = bare_allreduce(timed.MPI, model.grads, args.steps, evict=np.ones(2 ** 22))
                 result["wait_ms"] = 1e3 * float(np.median(timed.waits[args.warmup:]))
@@ -193,7 +194,7 @@ def launch(ranks, threads, args, mode="--worker"):
     """Run this script as a worker (under mpiexec for ranks > 1); return its JSON lines, each
     with foreign_cores: the cores other work kept busy meanwhile."""
     command = [sys.executable, __file__, mode, "--threads", str(threads), "--warmup", str(args.warmup),
-               "--steps", str(args.steps), "--dtype", *args.dtype, "--batch", *map(str, args.batch)]
+               "--steps", str(args.steps), "--momentum", str(args.momentum), "--dtype", *args.dtype, "--batch", *map(str, args.batch)]
     if ranks > 1:
         mpiexec = shutil.which("mpiexec", path=f"{Path(sys.executable).parent}{os.pathsep}"
                                                 f"{os.environ.get('PATH', '')}")
@@ -277,6 +278,8 @@ def parse(argv):
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
     parser.add_argument("--steps", type=int, default=30, help="timed steps per case (default 30)")
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--momentum", type=float, default=0.9,
+                        help="SGD momentum (default 0.9; 0: plain SGD)")
     parser.add_argument("--quick", action="store_true", help="1 round of 8 steps: a smoke run")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     parser.add_argument("--cost-model", action="store_true",
@@ -305,7 +308,7 @@ def main(argv=None):
         return None
     rounds = [[row for ranks, threads in CONFIGS for row in launch(ranks, threads, args)]
               for _ in range(args.rounds)]
-    lines = summarize(rounds)
+    lines = [dict(line, momentum=args.momentum) for line in summarize(rounds)]
     if args.json:
         for line in lines:
             print(json.dumps(line))

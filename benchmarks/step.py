@@ -1,6 +1,7 @@
 """Training-step benchmark: one minidl SGD step against the bare GEMMs it contains.
 
-For an MLP 784-256-256-10 (ReLU, softmax cross-entropy, SGD with momentum 0.9) this times
+For an MLP 784-256-256-10 (ReLU, softmax cross-entropy, SGD lr 0.01 with momentum 0.9, or
+--momentum M; 0 is the plain SGD of shared/reference/performance.md) this times
 
     step  the real library path: model._forward, loss_kernel, model._backward, optimizer.step
     gemm  exactly the matrix multiplies of that step (same shapes, dtypes and transposed
@@ -62,9 +63,9 @@ def empty_aligned_like(array):
 class Step:
     """One training step through the library's real (unchecked) code path."""
 
-    def __init__(self, dtype):
+    def __init__(self, dtype, momentum):
         self.model = MLP(list(SIZES), activation="relu", dtype=dtype, seed=0)
-        self.optimizer = SGD(self.model, lr=0.01, momentum=0.9)
+        self.optimizer = SGD(self.model, lr=0.01, momentum=momentum)
         self.loss = loss_kernel("cross_entropy")
         self.value = None
 
@@ -113,13 +114,13 @@ class Gemms:
         return t0, t1, clock()
 
 
-def measure(dtype, batch, rounds, loops, warmup, slices):
+def measure(dtype, batch, rounds, loops, warmup, slices, momentum):
     """Medians (ms) of step, GEMM-only and per-phase times, and the paired step/GEMM ratio."""
     rng = np.random.default_rng(0)
     X = rng.random((slices * batch, SIZES[0]), dtype=dtype)       # pixel-like inputs in [0, 1)
     Y = rng.integers(0, SIZES[-1], slices * batch)
     batches = [(X[i * batch:(i + 1) * batch], Y[i * batch:(i + 1) * batch]) for i in range(slices)]
-    step = Step(dtype)
+    step = Step(dtype, momentum)
     gemms = Gemms(step.model, batch, rng)
     clock = time.perf_counter
 
@@ -170,6 +171,8 @@ def parse_args(argv):
     parser.add_argument("--loops", type=int, default=11,
                         help="timed steps (and GEMM sets) per round (default 11)")
     parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--momentum", type=float, default=0.9,
+                        help="SGD momentum (default 0.9; 0: plain SGD, whose update is 2 passes, not 4)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run of a few seconds: batch 32 only (unless --batch), "
                              "2 rounds of 2 loops; the timings are rough")
@@ -186,11 +189,11 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
-    common = {"numpy": np.__version__, "python": platform.python_version(),
+    common = {"numpy": np.__version__, "python": platform.python_version(), "momentum": args.momentum,
               "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE")}
     if not args.json:
         print(f"minidl training step, MLP {'-'.join(map(str, SIZES))}, ReLU, softmax "
-              f"cross-entropy, SGD momentum 0.9")
+              f"cross-entropy, SGD lr 0.01 momentum {args.momentum}")
         print(f"{machine.describe()}, OPENBLAS_CORETYPE={common['openblas_coretype'] or '(unset)'}")
         print(f"{args.rounds} interleaved rounds x {args.loops} loops; times are medians in ms; "
               f"ratio = median per-round step / gemm; overheads = phase time minus its "
@@ -208,7 +211,8 @@ def main(argv=None):
                       f"{'ratio':>6} | {'fwd+':>6} {'loss':>6} {'bwd+':>6} {'update':>6}")
             for dtype in args.dtype:
                 for batch in args.batch:
-                    t = measure(dtype, batch, args.rounds, args.loops, args.warmup, args.slices)
+                    t = measure(dtype, batch, args.rounds, args.loops, args.warmup, args.slices,
+                                args.momentum)
                     row = {"dtype": dtype, "threads": threads, "batch": batch,
                            "step_ms": t["step"], "gemm_ms": t["gemm"],
                            "ratio": t["ratio"],

@@ -639,10 +639,10 @@ class Trainer:
             if reason is not None:
                 votes[STOP_REASONS.index(reason)] = 1
         votes = self.comm.allreduce_sum(votes, "stop_vote")
-        agreed = next((reason for reason, count in zip(STOP_REASONS, votes) if count), None)
-        if agreed is not None:
-            run.stop_reason = agreed
-        return agreed is not None
+        if not votes.any():                                # the usual step: nobody votes to stop
+            return False
+        run.stop_reason = next(reason for reason, count in zip(STOP_REASONS, votes) if count)
+        return True
 
     def _begin(self, resume):
         self.run.call("on_train_begin")

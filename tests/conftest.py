@@ -28,14 +28,14 @@ def assert_close(actual, expected, tol, what=""):
     assert error <= tol, f"{what}: relative error {error:.3e} > {tol:.0e}"
 
 
-def benchmark_rows(script, contract, timeout):
-    """Run ``benchmarks/<script> --quick --json``; its JSON rows, each checked for the contract keys."""
+def benchmark_rows(script, contract, timeout, extra=()):
+    """Run ``benchmarks/<script> --quick --json [extra]``; its JSON rows, each checked for the contract keys."""
     import json
     import subprocess
     import sys
     from pathlib import Path
     path = Path(__file__).resolve().parents[1] / "benchmarks" / script
-    result = subprocess.run([sys.executable, str(path), "--quick", "--json"], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, str(path), "--quick", "--json", *extra], capture_output=True, text=True,
                             timeout=timeout)
     assert result.returncode == 0, result.stderr
     rows = [json.loads(line) for line in result.stdout.splitlines()]

@@ -132,11 +132,12 @@ def test_a_checkpoint_from_two_ranks_resumes_on_three(tmp_path):
 def test_scaling_benchmark_keeps_its_json_contract():
     """A tiny run of benchmarks/scaling.py (it launches mpiexec itself); no timing checks."""
     command = [sys.executable, str(REPO / "benchmarks" / "scaling.py"), "--json", "--rounds", "1",
-               "--steps", "3", "--warmup", "1", "--dtype", "float32", "--batch", "64"]
+               "--steps", "3", "--warmup", "1", "--dtype", "float32", "--batch", "64", "--momentum", "0"]
     process = subprocess.run(command, capture_output=True, text=True, timeout=120)
     succeeded(process)
     rows = [json.loads(line) for line in process.stdout.splitlines()]
     assert [(row["ranks"], row["threads"]) for row in rows] == [(1, 1), (1, 2), (2, 1)]
+    assert {row["momentum"] for row in rows} == {0.0}
     for row in rows:
         assert {"dtype", "batch", "ranks", "step_ms", "speedup", "efficiency", "allreduce_share",
                 "allreduce_vs_bare"} <= row.keys()
