@@ -210,8 +210,7 @@ def parse_args(argv):
     parser.add_argument("--dtype", nargs="+", default=["float32", "float64"],
                         choices=["float32", "float64"])
     parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--momentum", type=float, default=0.9,
-                        help="SGD momentum (default 0.9; 0: plain SGD)")
+    machine.add_momentum_argument(parser)
     parser.add_argument("--samples", type=int, default=60000, help="training samples (60000)")
     parser.add_argument("--val", type=int, default=10000, help="validation samples (10000)")
     parser.add_argument("--epochs", type=int, default=6,

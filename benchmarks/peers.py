@@ -423,7 +423,7 @@ def parse_args(argv):
     parser.add_argument("--subrounds", type=int, default=5, help="blocks per batch size and round (5)")
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--impl", nargs="+", default=list(IMPLS), choices=IMPLS)
-    parser.add_argument("--momentum", type=float, default=0.9, help="SGD momentum of all three (0.9)")
+    machine.add_momentum_argument(parser, "SGD momentum of all three (0.9; 0: plain SGD)")
     parser.add_argument("--nesterov", action="store_true", help="Nesterov momentum for all three")
     parser.add_argument("--no-digits", dest="run_digits", action="store_false")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="digits seeds")

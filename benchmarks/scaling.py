@@ -57,6 +57,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))                                     # measure this checkout
 sys.path.insert(0, str(REPO / "benchmarks"))
 from step import Gemms                                            # noqa: E402  (benchmarks/step.py)
+import machine                                                    # noqa: E402  (benchmarks/machine.py)
 from minidl import MLP, SGD                                       # noqa: E402
 from minidl.comm import MPIComm, default_comm, shard              # noqa: E402
 from minidl.mpi import set_blas_threads                           # noqa: E402
@@ -278,8 +279,7 @@ def parse(argv):
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
     parser.add_argument("--steps", type=int, default=30, help="timed steps per case (default 30)")
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--momentum", type=float, default=0.9,
-                        help="SGD momentum (default 0.9; 0: plain SGD)")
+    machine.add_momentum_argument(parser)
     parser.add_argument("--quick", action="store_true", help="1 round of 8 steps: a smoke run")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     parser.add_argument("--cost-model", action="store_true",

@@ -171,8 +171,8 @@ def parse_args(argv):
     parser.add_argument("--loops", type=int, default=11,
                         help="timed steps (and GEMM sets) per round (default 11)")
     parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--momentum", type=float, default=0.9,
-                        help="SGD momentum (default 0.9; 0: plain SGD, whose update is 2 passes, not 4)")
+    machine.add_momentum_argument(parser, "SGD momentum (default 0.9; 0: plain SGD, whose update "
+                                          "is 2 passes, not 4)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run of a few seconds: batch 32 only (unless --batch), "
                              "2 rounds of 2 loops; the timings are rough")

@@ -40,3 +40,16 @@ def test_epoch_benchmark_quick_json():
     # what a step allocates, by phase: the optimizer's update allocates no array of its own
     assert row["where"]["update (optimizer.step)"]["bytes"] < 1024
     assert row["step_alloc_bytes_small_ufunc_buffer"] <= row["step_alloc_bytes"]
+
+
+@pytest.mark.parametrize("script", ["step.py", "epoch.py", "scaling.py", "peers.py"])
+@pytest.mark.parametrize("value", ["-0.5", "nan", "abc"])
+def test_benchmarks_reject_a_bad_momentum_with_a_usage_error(script, value):
+    import subprocess
+    import sys
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / script
+    result = subprocess.run([sys.executable, str(path), "--momentum", value], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert "momentum must be a finite number >= 0" in result.stderr and "Traceback" not in result.stderr
