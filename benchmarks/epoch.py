@@ -38,7 +38,7 @@ import machine                                                   # noqa: E402  (
 from step import SIZES, Gemms, blas_info, threadpool_limits      # noqa: E402  (benchmarks/step.py)
 
 import minidl                                                     # noqa: E402  (this checkout)
-from minidl import train as train_module                          # noqa: E402
+from minidl.loop import Trainer                                   # noqa: E402
 
 VALIDATION_CHUNK = 4096          # the batch size of fit's validation pass (train._evaluate)
 
@@ -184,22 +184,20 @@ def phase_allocations(dtype, X, y, X_val, y_val, args):
 
     counting = [False]
     batches = -(-len(X) // args.batch)
-    model._forward = traced("forward (model._forward)", model._forward)
-    model._backward = traced("backward (model._backward)", model._backward)
+    # the trainer that minidl.fit builds, built here so that its phases can be wrapped
+    trainer = Trainer(model, "cross_entropy", optimizer, X, y, epochs=2, batch_size=args.batch,
+                      validation_data=(X_val, y_val), callbacks=[Phases()], comm=None)
+    model.forward_unchecked = traced("forward (model.forward_unchecked)", model.forward_unchecked)
+    model.backward_unchecked = traced("backward (model.backward_unchecked)", model.backward_unchecked)
     optimizer.step = traced("update (optimizer.step)", optimizer.step)
-    saved = {name: getattr(train_module.Trainer, name) for name in ("_batch",)}
-    saved_correct, saved_kernel = train_module._correct, train_module.loss_kernel
-    train_module.Trainer._batch = traced("fit's batch gather (Trainer._batch)", saved["_batch"])
-    train_module._correct = traced("fit's accuracy count (train._correct)", saved_correct)
-    train_module.loss_kernel = lambda name: traced("loss kernel", saved_kernel(name))
+    trainer.gather = traced("fit's batch gather (Trainer.gather)", trainer.gather)
+    trainer.count_correct = traced("fit's accuracy count (Trainer.count_correct)", trainer.count_correct)
+    trainer.loss_fn = traced("loss (Trainer.loss_fn)", trainer.loss_fn)
     try:
         tracemalloc.start()
-        minidl.fit(model, "cross_entropy", optimizer, X, y, epochs=2, batch_size=args.batch,
-                   validation_data=(X_val, y_val), callbacks=[Phases()], comm=None)
+        trainer.fit()
     finally:
         tracemalloc.stop()
-        train_module.Trainer._batch = saved["_batch"]
-        train_module._correct, train_module.loss_kernel = saved_correct, saved_kernel
     return found
 
 

@@ -4,7 +4,7 @@ MLP 784-256-256-10 (ReLU, softmax cross-entropy, SGD lr 0.01 with momentum 0.9 (
 no weight decay) on synthetic 60,000 x 784 pixel-like data with 10 classes, with equal BLAS/OpenMP
 threads and equal dtypes:
 
-    minidl   the library's step (model._forward, loss kernel, model._backward, SGD.step) and
+    minidl   the library's step (model.forward_unchecked, loss kernel, model.backward_unchecked, SGD.step) and
              minidl.fit epochs; plus the bare GEMMs of the same step (benchmarks/step.py)
     torch    torch.nn.Sequential(Linear, ReLU, Linear, ReLU, Linear), CrossEntropyLoss,
              torch.optim.SGD; torch.set_num_threads(threads); epochs: randperm + X[idx]
@@ -114,8 +114,8 @@ def minidl_worker(args, dtype, X, y):
 
         def step(i):
             x, labels = slices[i % len(slices)]
-            _, dlogits = kernel(model._forward(x), labels, batch)
-            model._backward(dlogits)
+            _, dlogits = kernel(model.forward_unchecked(x), labels, batch)
+            model.backward_unchecked(dlogits)
             optimizer.step()
 
         def bare(i):

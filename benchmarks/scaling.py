@@ -58,10 +58,10 @@ sys.path.insert(0, str(REPO))                                     # measure this
 sys.path.insert(0, str(REPO / "benchmarks"))
 from step import Gemms                                            # noqa: E402  (benchmarks/step.py)
 import machine                                                    # noqa: E402  (benchmarks/machine.py)
-from minidl import MLP, SGD                                       # noqa: E402
-from minidl.comm import MPIComm, default_comm, shard              # noqa: E402
+from minidl import MLP, SGD, fit                                  # noqa: E402
+from minidl.comm import MPIComm, default_comm                     # noqa: E402
 from minidl.mpi import set_blas_threads                           # noqa: E402
-from minidl.train import fit                                      # noqa: E402
+from minidl.parallel import shard                                 # noqa: E402
 
 SIZES = (784, 256, 256, 10)
 CONFIGS = ((1, 1), (1, 2), (2, 1))                                # (ranks, threads)

@@ -3,7 +3,7 @@
 For an MLP 784-256-256-10 (ReLU, softmax cross-entropy, SGD lr 0.01 with momentum 0.9, or
 --momentum M; 0 is the plain SGD of shared/reference/performance.md) this times
 
-    step  the real library path: model._forward, loss_kernel, model._backward, optimizer.step
+    step  the real library path: model.forward_unchecked, loss_kernel, model.backward_unchecked, optimizer.step
     gemm  exactly the matrix multiplies of that step (same shapes, dtypes and transposed
           views, preallocated outputs): 3 forward, dW of every layer, dx of all but the first
 
@@ -72,11 +72,11 @@ class Step:
     def __call__(self, x, y, clock):
         """Run one step on (x, y); return the clock readings around its 4 phases."""
         t0 = clock()
-        logits = self.model._forward(x)                            # (N, C), caches activations
+        logits = self.model.forward_unchecked(x)                            # (N, C), caches activations
         t1 = clock()
         self.value, dlogits = self.loss(logits, y, x.shape[0])     # (N, C)
         t2 = clock()
-        self.model._backward(dlogits)                              # overwrites model.grads
+        self.model.backward_unchecked(dlogits)                              # overwrites model.grads
         t3 = clock()
         self.optimizer.step()                                      # in-place on model.params
         return t0, t1, t2, t3, clock()
@@ -86,7 +86,7 @@ class Gemms:
     """The GEMMs of Step with nothing else: same shapes, dtypes and memory layouts.
 
     Reads the model's live weights W (out, in); writes only into its own preallocated arrays.
-    Like MLP._backward it skips the first layer's dx, which nobody needs.
+    Like MLP.backward_unchecked it skips the first layer's dx, which nobody needs.
     """
 
     def __init__(self, model, batch, rng):

@@ -13,7 +13,8 @@ from .losses import binary_cross_entropy, mse, softmax_cross_entropy
 from .model import MLP, loss_and_grads
 from .monitor import EarlyStopping, ReduceLROnPlateau
 from .optim import SGD, Adam
-from .train import History, evaluate, fit
+from .checkpoint import History
+from .loop import evaluate, fit
 
 __version__ = "0.1.0"
 

@@ -1,4 +1,11 @@
-"""Checkpoints: ONE .npz file, written atomically, loaded with allow_pickle=False.
+"""Persistence of training: the checkpoint file, the training state in it, History on disk.
+
+    save_checkpoint / load_checkpoint   the file format (below)
+    training_state / load_training_state  everything a resume needs, to and from that format
+    Checkpoint                          the callback that saves it at every check and at the end
+    History                             the records of a run, with its JSON and CSV files
+
+The file: ONE .npz, written atomically, loaded with allow_pickle=False.
 
 Layout: every array under its own name, plus ``__meta__``, a 0-d unicode array holding a JSON
 document (format version, counters, configuration, scalar state, environment) and a SHA-256
@@ -8,13 +15,18 @@ refused with a clear error — and, being loaded without pickle, can never execu
 Writing goes to a temporary file in the same directory, is fsync'ed, then renamed over the
 target: a crash leaves either the old checkpoint or the new one, never half of one.
 """
+import csv
 import hashlib
 import json
 import os
 import tempfile
+import warnings
 import zipfile
 
 import numpy as np
+
+from .monitor import STOP_REASONS as MONITOR_REASONS
+from .parallel import allreduce_scalars, rounding_environment
 
 FORMAT = "minidl-checkpoint"
 FORMAT_VERSION = 1
@@ -118,3 +130,195 @@ def merge_state(prefix, scalars, arrays):
     head = prefix + "/"
     state.update({name[len(head):]: array for name, array in arrays.items() if name.startswith(head)})
     return state
+
+
+# ---------------------------------------------------------------------- the training state
+def training_state(trainer):
+    """(arrays, meta) describing everything a resume needs. Collective: every rank calls it.
+
+    The loss/accuracy sums of the current check are reduced over ranks, so rank 0's file
+    holds the global sums and can be resumed on any number of ranks.
+    """
+    run = trainer.run
+    sums = allreduce_scalars(trainer.comm, trainer.sums, "checkpoint")
+    arrays = {"params": trainer.model.params}
+    optimizer_arrays, optimizer_scalars = split_state("optimizer", trainer.optimizer.state_dict())
+    arrays.update(optimizer_arrays)
+    callback_states = []
+    for index, callback in enumerate(run.callbacks):
+        if callable(getattr(callback, "state_dict", None)):
+            callback_arrays, callback_scalars = split_state(f"callback{index}", callback.state_dict())
+            arrays.update(callback_arrays)
+            callback_states.append({"index": index, "type": type(callback).__name__,
+                                    "state": callback_scalars})
+    meta = {"model": trainer.model.config(),
+            "trainable": [dense.trainable for dense in trainer.model.dense_layers],
+            "optimizer": optimizer_scalars, "callbacks": callback_states,
+            "counters": {"epoch": run.epoch, "batch": run.batch, "step": run.step, "check": run.check},
+            "accumulators": sums.tolist(), "samples_seen": run.samples_seen,
+            "history": run.history.to_dict(), "fit": trainer.config, "epochs": trainer.epochs,
+            "elapsed": run.elapsed + trainer.elapsed_now(), "stop_reason": run.stop_reason,
+            "environment": rounding_environment(trainer.comm)}
+    return arrays, meta
+
+
+STATE_KEYS = ("model", "fit", "environment", "trainable", "optimizer", "callbacks", "counters",
+              "accumulators", "samples_seen", "history", "elapsed", "stop_reason")
+
+
+def load_training_state(trainer, arrays, meta):
+    """Continue ``trainer`` from a checkpoint's state; a file that does not hold a complete
+    state of this run raises CheckpointError naming what is missing or mismatched."""
+    missing = [key for key in STATE_KEYS if key not in meta] + ([] if "params" in arrays else ["params"])
+    if missing:
+        raise CheckpointError(f"checkpoint lacks {missing}: not a complete minidl training state")
+    if arrays["params"].shape != trainer.model.params.shape:
+        raise CheckpointError(f"checkpoint params have shape {arrays['params'].shape}, this model "
+                              f"needs {trainer.model.params.shape}")
+    try:
+        _load_training_state(trainer, arrays, meta)
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"checkpoint state does not fit this run: {error!r}") from None
+
+
+def _load_training_state(trainer, arrays, meta):
+    run, model = trainer.run, trainer.model
+    mine, theirs = model.config(), meta["model"]
+    if (mine["sizes"], mine["activation"], mine["dtype"]) != (theirs["sizes"], theirs["activation"], theirs["dtype"]):
+        raise CheckpointError(f"checkpoint is for model {theirs['sizes']} {theirs['activation']} "
+                              f"{theirs['dtype']}, not {mine['sizes']} {mine['activation']} {mine['dtype']}")
+    for key, value in trainer.config.items():
+        if meta["fit"].get(key) != value:
+            raise CheckpointError(f"checkpoint was made with {key}={meta['fit'].get(key)!r}, this run has "
+                                  f"{key}={value!r}: resume with the same settings")
+    if meta["environment"] != rounding_environment(trainer.comm):
+        warnings.warn(f"resuming in a different environment ({meta['environment']} -> "
+                      f"{rounding_environment(trainer.comm)}): results may differ by rounding",
+                      RuntimeWarning, stacklevel=4)
+    model.params[...] = arrays["params"]
+    for dense, trainable in zip(model.dense_layers, meta["trainable"]):
+        dense.trainable = trainable
+    trainer.optimizer.load_state_dict(merge_state("optimizer", meta["optimizer"], arrays))
+    for entry in meta["callbacks"]:
+        callback = run.callbacks[entry["index"]] if entry["index"] < len(run.callbacks) else None
+        if type(callback).__name__ != entry["type"]:
+            raise CheckpointError(f"checkpoint holds state for callback {entry['type']} at position "
+                                  f"{entry['index']}; pass the same callbacks to resume")
+        callback.load_state_dict(merge_state(f"callback{entry['index']}", entry["state"], arrays))
+    counters = meta["counters"]
+    run.epoch, run.batch, run.step, run.check = (counters[key] for key in ("epoch", "batch", "step", "check"))
+    if run.batch >= trainer.batches_per_epoch:                   # saved at an epoch's end
+        run.epoch, run.batch = run.epoch + 1, 0
+    # the saved sums are global: rank 0 carries them on, the other ranks start from zero
+    trainer.sums = list(meta["accumulators"]) if trainer.comm.rank == 0 else [0.0] * 4
+    run.samples_seen = meta["samples_seen"]
+    run.history = History.from_dict(meta["history"])
+    run.elapsed = meta["elapsed"]
+    # a run its monitor or a callback stopped is over; one that reached max_epochs or was
+    # interrupted continues (with more epochs, or from where it was interrupted)
+    finished = meta["stop_reason"] in MONITOR_REASONS + ("external",)
+    run.stop_reason = meta["stop_reason"] if finished else None
+
+
+class Checkpoint:
+    """Callback: save everything a resume needs to ``path`` at every check and when training ends.
+
+    Only rank 0 writes (atomically); all ranks then meet at a barrier. The state saved when
+    training ends is the LIVE state, before any best-weights restore, so a resume continues
+    the real trajectory.
+    """
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def save(self, run):
+        arrays, meta = run.training_state()                     # collective: every rank calls it
+        if run.comm.rank == 0:
+            save_checkpoint(self.path, arrays, meta)
+        run.comm.barrier("checkpoint")
+
+    def on_check_end(self, run):
+        self.save(run)
+
+    def on_stop(self, run):
+        self.save(run)
+
+
+# ---------------------------------------------------------------------- History
+class History:
+    """One record per check: check, epoch, step, loss, [accuracy], [val_loss, val_accuracy], lr, time.
+
+    ``history["val_loss"]`` lists a metric over checks (like Keras's history.history).
+    The end of training is described by stop_reason, best_epoch and stopped_epoch (0-based
+    epoch indices; None when no monitor decided), best_check and stopped_check (the same
+    moments as indices into ``records``), restored_from (an epoch index), epochs_run and steps.
+    comm_stats: the collectives of the run (see minidl.loop.Trainer.comm_stats).
+    """
+
+    def __init__(self):
+        self.records = []
+        self.stop_reason = None
+        self.best_epoch = self.best_check = None
+        self.stopped_epoch = self.stopped_check = None
+        self.restored_from = None
+        self.epochs_run = 0
+        self.steps = 0
+        self.samples_per_second = None
+        self.steps_per_epoch = None
+        self.comm_stats = None
+
+    def __getitem__(self, key):
+        return [record.get(key) for record in self.records]
+
+    def __len__(self):
+        return len(self.records)
+
+    def keys(self):
+        return list(self.records[0]) if self.records else []
+
+    def summary(self):
+        """The end-of-training facts (JSON-able)."""
+        return {"stop_reason": self.stop_reason, "best_epoch": self.best_epoch,
+                "best_check": self.best_check, "stopped_epoch": self.stopped_epoch,
+                "stopped_check": self.stopped_check, "restored_from": self.restored_from,
+                "epochs_run": self.epochs_run, "steps": self.steps, "checks": len(self.records),
+                "samples_per_second": self.samples_per_second, "steps_per_epoch": self.steps_per_epoch,
+                "comm_stats": self.comm_stats}
+
+    def to_dict(self):
+        return {"records": self.records, **self.summary()}
+
+    @classmethod
+    def from_dict(cls, data):
+        history = cls()
+        history.records = [dict(record) for record in data["records"]]
+        for key, value in data.items():
+            if key not in ("records", "checks"):
+                setattr(history, key, value)
+        return history
+
+    def to_json(self, path):
+        text = json.dumps(self.to_dict(), indent=1)
+        atomic_write(path, lambda handle: handle.write(text.encode()))
+
+    def to_csv(self, path):
+        columns = []
+        for record in self.records:
+            columns += [key for key in record if key not in columns]
+
+        def write(handle):
+            lines = [",".join(columns)]
+            for record in self.records:
+                lines.append(",".join("" if record.get(key) is None else repr(record[key])
+                                      for key in columns))
+            handle.write(("\n".join(lines) + "\n").encode())
+        atomic_write(path, write)
+
+
+def read_history_csv(path):
+    """Records from History.to_csv, values as floats (ints where integral)."""
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return [{key: (float(value) if value != "" else None) for key, value in row.items()} for row in rows]

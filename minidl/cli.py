@@ -1,187 +1,51 @@
-"""The `minidl` command: train | evaluate | plot | gradcheck.
+"""The `minidl` command line: train | evaluate | plot | gradcheck | golden.
 
 Every training option is a flag and a key of a TOML config file (--config; flags override
-the file, the file overrides the defaults). Bad arguments, bad data and missing optional
-dependencies end with one line on stderr and exit code 2, never a traceback.
+the file, the file overrides the defaults); the options, their layering and what they build
+are minidl.config's. Bad arguments, bad data and missing optional dependencies end with one
+line on stderr and exit code 2, never a traceback.
 """
 import argparse
-import datetime
 import json
 import math
 import os
 import sys
-from dataclasses import dataclass
 
 import numpy as np
 
 from . import rundir
-from .comm import collectively, resolve_comm
-from .data import DATASETS, load_dataset
-from .finetune import replace_head
-from .layers import ACTIVATIONS
+from .comm import resolve_comm
+from .config import (SECTIONS, RunFiles, UsageError, _ints, _names, build_callbacks, build_dataset,
+                     build_model, build_optimizer, check_resume_config, default_config, merge_config,
+                     prepare_output, resolve_config)
+from .config import DEFAULT_LR, OPTIONS, RESUME_MAY_CHANGE, TRAIN_OPTIONS, Option  # noqa: F401  (scripts import them from here)
+from .data import DATASETS
+from .loop import evaluate, fit
+from .losses import LOSSES
 from .model import MLP
-from .optim import SGD, Adam
-from .mpi import launched_by_mpi, set_blas_threads
-from .train import FailureInjection, evaluate, fit
+from .mpi import launched_by_mpi, launcher_rank, set_blas_threads
+from .optim import OPTIMIZERS
+from .parallel import CollectiveError, FailureInjection, collectively
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 
-class UsageError(ValueError):
-    """A problem with what the user asked for: reported in one line, exit code 2."""
-
-
-def _ints(text):
-    if isinstance(text, list):
-        return [int(item) for item in text]
-    return [int(item) for item in str(text).replace(" ", "").split(",") if item != ""]
-
-
-def _names(text):
-    if isinstance(text, list):
-        return [str(item) for item in text]
-    names = [item for item in str(text).replace(" ", "").split(",") if item]
-    return names[0] if len(names) == 1 else names
-
-
-@dataclass
-class Option:
-    key: str
-    kind: object            # int, float, str, bool, _ints or _names
-    default: object
-    help: str
-    choices: tuple = None
-
-
-TRAIN_OPTIONS = [
-    # data
-    Option("dataset", str, "digits", "dataset", DATASETS),
-    Option("data_dir", str, None, "directory holding mnist / fashion-mnist files (default: download into ~/.cache/minidl)"),
-    Option("xor_points", int, 400, "points in the xor dataset (4 = the classic four corners)"),
-    Option("val_fraction", float, 0.2, "validation fraction (stratified)"),
-    Option("test_fraction", float, 0.2, "test fraction (stratified; mnist uses its official test set)"),
-    Option("data_seed", int, 0, "seed of the train/val/test split"),
-    # model
-    Option("hidden", _ints, [128], "hidden layer widths, comma-separated (e.g. 128,64)"),
-    Option("activation", _names, "relu", f"hidden activation, or one per hidden layer: {', '.join(ACTIVATIONS)}"),
-    Option("negative_slope", float, 0.01, "LeakyReLU slope"),
-    Option("init", str, "auto", "weight initialisation", ("auto", "he", "glorot", "torch")),
-    Option("dtype", str, "float64", "floating-point type", ("float32", "float64")),
-    Option("seed", int, 0, "seed of the weight initialisation and of the per-epoch shuffle"),
-    Option("loss", str, None, "loss (default: the dataset's: cross_entropy, or binary_cross_entropy for xor)",
-           ("cross_entropy", "mse", "binary_cross_entropy")),
-    # optimizer
-    Option("optimizer", str, "sgd", "optimizer", ("sgd", "adam")),
-    Option("lr", float, None, "learning rate (default 0.05 for sgd, 0.001 for adam)"),
-    Option("momentum", float, 0.9, "SGD momentum"),
-    Option("dampening", float, 0.0, "SGD dampening"),
-    Option("nesterov", bool, False, "SGD Nesterov momentum"),
-    Option("weight_decay", float, 1e-3, "L2 weight decay (as PyTorch: added to the gradient)"),
-    Option("beta1", float, 0.9, "Adam beta1"),
-    Option("beta2", float, 0.999, "Adam beta2"),
-    Option("eps", float, 1e-8, "Adam epsilon"),
-    # loop
-    Option("epochs", int, 200, "maximum number of epochs"),
-    Option("batch_size", int, 32, "global batch size"),
-    Option("check_every_steps", int, None, "validate every K optimizer steps instead of every epoch"),
-    # early stopping
-    Option("early_stopping", bool, True, "stop early on the monitored metric"),
-    Option("monitor", str, "val_loss", "metric to monitor (loss, accuracy, val_loss, val_accuracy)"),
-    Option("mode", str, "auto", "whether the monitored metric should go down or up", ("auto", "min", "max")),
-    Option("patience", int, 10, "checks without improvement before stopping"),
-    Option("min_delta", float, 0.0, "smallest change that counts as an improvement"),
-    Option("baseline", float, None, "value the monitor must beat"),
-    Option("restore_best_weights", bool, True, "end with the weights of the best check"),
-    Option("start_from_epoch", int, 0, "checks to ignore at the start (warm-up)"),
-    Option("stopping_threshold", float, None, "stop as soon as the monitor is better than this"),
-    Option("divergence_threshold", float, None, "stop as soon as the monitor is worse than this"),
-    Option("check_finite", bool, True, "stop at once on a NaN/inf monitored value"),
-    # plateau LR
-    Option("reduce_lr", bool, False, "reduce the learning rate on a plateau"),
-    Option("lr_factor", float, 0.1, "ReduceLROnPlateau factor"),
-    Option("lr_patience", int, 5, "ReduceLROnPlateau patience (checks)"),
-    Option("lr_min_delta", float, 1e-4, "ReduceLROnPlateau min_delta"),
-    Option("lr_cooldown", int, 0, "ReduceLROnPlateau cooldown (checks)"),
-    Option("min_lr", float, 0.0, "lower bound of the learning rate"),
-    # fine-tuning
-    Option("init_from", str, None, "start from this run directory, final.npz or checkpoint"),
-    Option("freeze", _ints, [], "Dense layers to freeze, indexed from 0 (e.g. 0 or 0,1)"),
-    Option("new_head", bool, False, "replace the output layer (for a new number of outputs)"),
-    # parallel
-    Option("sync", str, "grad", "data-parallel mode under mpiexec", ("grad", "params")),
-    Option("sync_every", int, 1, "with --sync params: average parameters every K steps"),
-    Option("threads", int, None, "BLAS threads per process (default: cores / local ranks)"),
-    Option("check_replicas", bool, False, "debugging aid: after every step, check that all ranks "
-                                          "hold bit-identical parameters (a hash allgather)"),
-    Option("fail_on_rank", int, None, "testing aid: raise on this rank ..."),
-    Option("fail_at_step", int, None, "... at this optimizer step"),
-]
-OPTIONS = {option.key: option for option in TRAIN_OPTIONS}
-# Keys that may differ when resuming: they do not change the trajectory.
-RESUME_MAY_CHANGE = ("epochs", "threads", "check_replicas", "fail_on_rank", "fail_at_step")
-
-
-def _coerce(option, value, origin):
-    """``value`` converted to the option's kind, or a UsageError naming where it came from."""
-    if value is None:
-        return None
-    try:
-        if option.kind is bool:
-            if not isinstance(value, bool):
-                raise TypeError
-            converted = value
-        elif option.kind is int:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise TypeError
-            converted = int(value)
-        elif option.kind is float:
-            if isinstance(value, bool):
-                raise TypeError
-            converted = float(value)
-            if not math.isfinite(converted):
-                raise ValueError
-        else:
-            converted = option.kind(value)
-    except (TypeError, ValueError):
-        raise UsageError(f"{origin}: {option.key} = {value!r} is not a valid "
-                         f"{getattr(option.kind, '__name__', 'value').strip('_')}") from None
-    if option.choices and converted not in option.choices:
-        raise UsageError(f"{origin}: {option.key} must be one of {', '.join(option.choices)}, got {converted!r}")
-    return converted
-
-
-def merge_config(*layers):
-    """The defaults updated by each (origin, values) layer in turn, every value checked."""
-    config = {key: option.default for key, option in OPTIONS.items()}
-    for origin, values in layers:
-        unknown = sorted(set(values) - set(OPTIONS))
-        if unknown:
-            raise UsageError(f"{origin}: unknown option(s) {', '.join(unknown)}; see minidl train --help")
-        config.update({key: _coerce(OPTIONS[key], value, origin) for key, value in values.items()})
-    return config
-
-
-def resolve_config(args, saved=None):
-    """defaults < saved run config (when resuming) < --config file < flags."""
-    layers = [] if saved is None else [("the run's config.toml", saved)]
-    if args.config:
-        layers.append((args.config, rundir.read_toml(args.config)))
-    layers.append(("command line", {key: getattr(args, key) for key in OPTIONS if getattr(args, key) is not None}))
-    return merge_config(*layers)
-
-
 def _add_train_flags(parser):
-    for option in TRAIN_OPTIONS:
-        flag = "--" + option.key.replace("_", "-")
-        default_text = "" if option.default is None else f" (default: {option.default})"
-        if option.kind is bool:
-            parser.add_argument(flag, dest=option.key, action=argparse.BooleanOptionalAction,
-                                default=None, help=option.help + default_text)
-        else:
-            kind = option.kind if option.kind in (int, float, str) else str
-            parser.add_argument(flag, dest=option.key, type=kind, default=None, metavar=option.key.upper(),
-                                help=option.help + default_text)
+    """One flag per training option, grouped by section in --help; each defaults to None, so
+    that only what was given overrides."""
+    for title, options in SECTIONS.items():
+        group = parser.add_argument_group(title)
+        for option in options:
+            flag = "--" + option.key.replace("_", "-")
+            default_text = "" if option.default is None else f" (default: {option.default})"
+            if option.kind is bool:
+                group.add_argument(flag, dest=option.key, action=argparse.BooleanOptionalAction,
+                                   default=None, help=option.help + default_text)
+            else:
+                kind = option.kind if option.kind in (int, float, str) else str
+                group.add_argument(flag, dest=option.key, type=kind, default=None, metavar=option.key.upper(),
+                                   help=option.help + default_text)
 
 
 def build_parser():
@@ -217,7 +81,7 @@ def build_parser():
     gradcheck = commands.add_parser("gradcheck", help="finite-difference gradient check of an architecture")
     gradcheck.add_argument("--sizes", default="4,8,3", help="layer widths incl. input and output")
     gradcheck.add_argument("--activation", default="tanh")
-    gradcheck.add_argument("--loss", default="cross_entropy", choices=("cross_entropy", "mse", "binary_cross_entropy"))
+    gradcheck.add_argument("--loss", default="cross_entropy", choices=tuple(LOSSES))
     gradcheck.add_argument("--batch-size", type=int, default=5)
     gradcheck.add_argument("--seed", type=int, default=0)
     gradcheck.add_argument("--eps", type=float, default=1e-5)
@@ -231,11 +95,11 @@ def build_parser():
     write.add_argument("--sizes", default="4,8,3", help="layer widths incl. input and output")
     write.add_argument("--activation", default="relu", help="one activation, or one per hidden layer")
     write.add_argument("--negative-slope", default="0.01", help="LeakyReLU slope, or one per hidden layer")
-    write.add_argument("--loss", default="cross_entropy", choices=("cross_entropy", "mse", "binary_cross_entropy"))
+    write.add_argument("--loss", default="cross_entropy", choices=tuple(LOSSES))
     write.add_argument("--seed", type=int, default=0)
     write.add_argument("--batch-size", type=int, default=8)
     write.add_argument("--trajectory-steps", type=int, default=0)
-    write.add_argument("--optimizer", choices=("sgd", "adam"))
+    write.add_argument("--optimizer", choices=tuple(OPTIMIZERS))
     write.add_argument("--optimizer-args", help='JSON keyword arguments, e.g. \'{"lr": 0.01}\'')
     check = golden_commands.add_parser("check", help="recompute a golden file with this minidl (exit 1 on mismatch)")
     check.add_argument("path")
@@ -244,115 +108,17 @@ def build_parser():
 
 
 # --------------------------------------------------------------------------- train
-def _prepare_output(args, rank=0):
-    output = args.output or os.path.join("runs", datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
-    if os.path.exists(output) and not os.path.isdir(output):
-        raise UsageError(f"--output {output} exists and is not a directory")
-    non_empty = os.path.isdir(output) and os.listdir(output)
-    if args.resume and not os.path.isdir(output):
-        raise UsageError(f"--resume: {output} does not exist; nothing to resume")
-    if non_empty and not (args.resume or args.overwrite):
-        raise UsageError(f"{output} is not empty: pass --resume to continue that run, --overwrite to "
-                         f"replace it, or another --output")
-    if args.overwrite and rank == 0:                  # one rank deletes, the others only check
-        for name in rundir.OUTPUTS:
-            if os.path.exists(os.path.join(output, name)):
-                os.unlink(os.path.join(output, name))
-    return output
-
-
-def _check_resume_config(config, saved):
-    changed = [key for key in OPTIONS if key not in RESUME_MAY_CHANGE and config.get(key) != saved.get(key)]
-    if changed:
-        details = ", ".join(f"{key}: run has {saved.get(key)!r}, now {config.get(key)!r}" for key in changed)
-        raise UsageError(f"cannot resume with different settings ({details}); resume with the same flags")
-
-
-def _build_model(config, dataset):
-    if config["init_from"]:
-        model = rundir.load_model(config["init_from"])
-        if model.in_features != dataset.n_features:
-            raise UsageError(f"--init-from model takes {model.in_features} inputs, {dataset.name} has "
-                             f"{dataset.n_features} features")
-        if config["new_head"]:
-            model = replace_head(model, dataset.n_outputs, seed=config["seed"])
-        elif model.out_features != dataset.n_outputs:
-            raise UsageError(f"--init-from model has {model.out_features} outputs, {dataset.name} needs "
-                             f"{dataset.n_outputs}: add --new-head")
-        if model.dtype.name != config["dtype"]:
-            converted = MLP(**dict(model.config(), dtype=config["dtype"]))
-            converted.params[...] = model.params                # cast to the requested dtype
-            model = converted
-        config["hidden"] = list(model.sizes[1:-1])
-        config["activation"] = list(model.activations)
-    else:
-        sizes = [dataset.n_features] + config["hidden"] + [dataset.n_outputs]
-        model = MLP(sizes, activation=config["activation"], dtype=config["dtype"], seed=config["seed"],
-                    init=config["init"], negative_slope=config["negative_slope"])
-    try:
-        model.freeze(*config["freeze"])
-    except ValueError as error:
-        raise UsageError(f"--freeze: {error}") from None
-    return model
-
-
-DEFAULT_LR = {"sgd": 0.05, "adam": 0.001}
-
-
-def _build_optimizer(config, model):
-    """The optimizer; fills in config["lr"] when it was left to the optimizer's default."""
-    if config["lr"] is None:
-        config["lr"] = DEFAULT_LR[config["optimizer"]]
-    if config["optimizer"] == "adam":
-        return Adam(model, lr=config["lr"], betas=(config["beta1"], config["beta2"]), eps=config["eps"],
-                    weight_decay=config["weight_decay"])
-    return SGD(model, lr=config["lr"], momentum=config["momentum"], dampening=config["dampening"],
-               nesterov=config["nesterov"], weight_decay=config["weight_decay"])
-
-
-def _build_callbacks(config):
-    from .monitor import EarlyStopping, ReduceLROnPlateau
-    callbacks = []
-    if config["early_stopping"]:
-        callbacks.append(EarlyStopping(
-            monitor=config["monitor"], mode=config["mode"], min_delta=config["min_delta"],
-            patience=config["patience"], baseline=config["baseline"],
-            restore_best_weights=config["restore_best_weights"], start_from_epoch=config["start_from_epoch"],
-            stopping_threshold=config["stopping_threshold"], divergence_threshold=config["divergence_threshold"],
-            check_finite=config["check_finite"]))
-    if config["reduce_lr"]:
-        callbacks.append(ReduceLROnPlateau(
-            monitor=config["monitor"], factor=config["lr_factor"], patience=config["lr_patience"],
-            mode=config["mode"], min_delta=config["lr_min_delta"], cooldown=config["lr_cooldown"],
-            min_lr=config["min_lr"]))
-    return callbacks
-
-
-class _RunFiles:
-    """Writes config.toml and data.json when training begins, i.e. once fit has accepted every
-    argument: a run refused at start-up leaves no files behind that would need --overwrite."""
-
-    def __init__(self, output, config, info):
-        self.output, self.config, self.info = output, config, info
-
-    def on_train_begin(self, run):
-        if run.comm.rank == 0:
-            os.makedirs(self.output, exist_ok=True)
-            rundir.write_text(os.path.join(self.output, rundir.CONFIG), rundir.to_toml(self.config))
-            rundir.write_json(os.path.join(self.output, rundir.DATA), self.info)
-
-
 def _set_up_training(args, comm):
     """Everything before fit: output directory, configuration, data, model, optimizer, callbacks.
 
     Runs on every rank inside ``collectively``, so a bad argument fails on all ranks alike.
     """
-    output = _prepare_output(args, comm.rank)
+    output = prepare_output(args, comm.rank)
     config_path = os.path.join(output, rundir.CONFIG)
     saved = rundir.read_toml(config_path) if args.resume and os.path.exists(config_path) else None
     config = resolve_config(args, saved)
     if saved is not None:
-        _check_resume_config(config, merge_config(("the run's config.toml", saved)))
+        check_resume_config(config, merge_config(("the run's config.toml", saved)))
     for key in ("epochs", "batch_size", "check_every_steps", "sync_every", "threads"):   # before any division
         if config[key] is not None and config[key] < 1:
             raise UsageError(f"--{key.replace('_', '-')} must be >= 1, got {config[key]}")
@@ -363,25 +129,24 @@ def _set_up_training(args, comm):
             set_blas_threads(config["threads"], comm)
         except ImportError as error:
             raise UsageError(f"--threads: {error}") from None
-    dataset = load_dataset(config["dataset"], seed=config["data_seed"], val_fraction=config["val_fraction"],
-                           test_fraction=config["test_fraction"], data_dir=config["data_dir"],
-                           xor_points=config["xor_points"])
+    dataset = build_dataset(config)
     config["loss"] = config["loss"] or dataset.loss
     if config["loss"] == "cross_entropy" and dataset.n_outputs < 2:
         raise UsageError(f"cross_entropy needs at least 2 outputs (one per class); {dataset.name} has "
                          f"{dataset.n_outputs}: use --loss binary_cross_entropy")
-    model = _build_model(config, dataset)
-    optimizer = _build_optimizer(config, model)
+    model = build_model(config, dataset)
+    optimizer = build_optimizer(config, model)
     from .progress import ProgressBar
     progress = ProgressBar(math.ceil(len(dataset.X_train) / config["batch_size"]), config["epochs"],
                            enabled=comm.rank == 0 and not args.quiet, verbose=args.verbose)
-    callbacks = _build_callbacks(config) + [progress, _RunFiles(output, config, dataset.info)]
+    callbacks = build_callbacks(config) + [progress, RunFiles(output, config, dataset.info)]
     if config["fail_on_rank"] is not None:
         callbacks.append(FailureInjection(config["fail_on_rank"], config["fail_at_step"]))
     return output, config, dataset, model, optimizer, callbacks
 
 
 def cmd_train(args):
+    """Train, write the run directory, print the summary line; 130 when interrupted (state saved)."""
     comm = resolve_comm("auto")
     output, config, dataset, model, optimizer, callbacks = collectively(comm, lambda: _set_up_training(args, comm))
     checkpoint = os.path.join(output, rundir.CHECKPOINT)
@@ -447,19 +212,21 @@ def _summary_line(summary, config):
 
 # --------------------------------------------------------------------------- other commands
 def cmd_evaluate(args):
+    """Print the metrics of a saved model on a split of its run's dataset (or --dataset)."""
     model = rundir.load_model(args.model)
     run_dir = args.model if os.path.isdir(args.model) else os.path.dirname(args.model)
     config_path = os.path.join(run_dir, rundir.CONFIG)
-    saved = rundir.read_toml(config_path) if os.path.exists(config_path) else {}
-    name = args.dataset or saved.get("dataset", "digits")
-    dataset = load_dataset(name, seed=saved.get("data_seed", 0), val_fraction=saved.get("val_fraction", 0.2),
-                           test_fraction=saved.get("test_fraction", 0.2),
-                           data_dir=args.data_dir or saved.get("data_dir"), xor_points=saved.get("xor_points", 400))
+    config = default_config()      # for what the run's config.toml does not say (a lone checkpoint has none)
+    if os.path.exists(config_path):
+        config.update(rundir.read_toml(config_path))
+    config.update({key: getattr(args, key) for key in ("dataset", "data_dir") if getattr(args, key)})
+    name = config["dataset"]
+    dataset = build_dataset(config)
     if model.in_features != dataset.n_features or model.out_features != dataset.n_outputs:
         raise UsageError(f"the model maps {model.in_features} -> {model.out_features}, {name} needs "
                          f"{dataset.n_features} -> {dataset.n_outputs}")
     X, y = dataset.split(args.split)
-    metrics = evaluate(model, X, y, saved.get("loss") or dataset.loss)
+    metrics = evaluate(model, X, y, config["loss"] or dataset.loss)
     result = {"dataset": name, "split": args.split, "samples": len(X), **metrics}
     if args.json:
         print(json.dumps(result))
@@ -469,8 +236,9 @@ def cmd_evaluate(args):
 
 
 def cmd_plot(args):
+    """Write the curves of a history file (json or csv) to PNG."""
     from .plot import plot_history
-    from .train import read_history_csv
+    from .checkpoint import read_history_csv
     path = args.history
     if os.path.isdir(path):
         path = os.path.join(path, rundir.HISTORY_JSON)
@@ -494,6 +262,7 @@ def cmd_plot(args):
 
 
 def cmd_gradcheck(args):
+    """Check backprop against finite differences on a random model and batch; 1 when it fails."""
     from .gradcheck import check_gradients
     try:
         sizes = _ints(args.sizes)
@@ -516,6 +285,7 @@ def cmd_gradcheck(args):
 
 
 def cmd_golden(args):
+    """Write a golden file, or check this minidl against one (1 on mismatch)."""
     from .golden import check_golden, write_golden
     if args.golden_command == "check":
         if not os.path.exists(args.path):
@@ -542,14 +312,6 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "plot": cmd_plot, "gra
             "golden": cmd_golden}
 
 
-def launcher_rank():
-    """This process's rank as the MPI launcher set it in the environment (0 without one)."""
-    for name in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "MV2_COMM_WORLD_RANK"):
-        if name in os.environ:
-            return int(os.environ[name])
-    return 0
-
-
 class _Parser(argparse.ArgumentParser):
     """argparse that, under mpiexec, prints usage errors on rank 0 only (all ranks exit 2)."""
 
@@ -573,7 +335,7 @@ def main(argv=None):
         return COMMANDS[args.command](args)
     except (ValueError, TypeError) as error:     # UsageError, DataError, CheckpointError, validation
         distributed = launched_by_mpi() is not None
-        if os.environ.get("MINIDL_DEBUG") or (distributed and not getattr(error, "collective", False)):
+        if os.environ.get("MINIDL_DEBUG") or (distributed and not isinstance(error, CollectiveError)):
             raise
         if launcher_rank() == 0:
             print(f"minidl: error: {error}", file=sys.stderr)

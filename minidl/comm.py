@@ -14,19 +14,21 @@ of the same shape and dtype. ``label`` names the purpose of a call (``"gradients
     gradient_buffer(grads)        where the model's flat gradient should live for the fastest
                                   allreduce_sum (MPIComm: a shared-memory window on one node)
 
+What the loop does WITH these calls to act as one model on N ranks (sync strategies, the
+stop vote, agreement checks) is in minidl/parallel.py.
+
 Arrays must be C-contiguous NumPy arrays: MPI moves their memory as it is, without copies.
 Three implementations:
 
     SerialComm   one process; every collective is the identity and nothing is counted
-    SimComm      N virtual ranks in threads of one process (``run_simulated``), for tests:
-                 collectives time out, a call sequence that differs across ranks raises,
-                 and the first exception of any rank aborts the others
+    SimComm      N virtual ranks in threads of one process (minidl/simulated.py,
+                 ``run_simulated``), for tests: collectives time out instead of hanging
     MPIComm      mpi4py, buffer calls only: Allreduce(IN_PLACE), Bcast, Allgather; with every
                  rank on one node, the gradient allreduce reads the other ranks' gradients
                  in a shared-memory window instead (minidl.shared_memory)
 """
+import importlib
 import pickle
-import threading
 
 import numpy as np
 
@@ -108,7 +110,7 @@ class Communicator:
     def gradient_buffer(self, grads):
         """Where a model should keep its flat gradient for the fastest allreduce_sum: an array
         with the contents of ``grads`` (``grads`` itself unless a subclass has a better place).
-        Collective; fit moves model.grads there once (MLP._move_grads)."""
+        Collective; fit moves model.grads there once (MLP.use_gradient_buffer)."""
         return grads
 
 
@@ -129,176 +131,6 @@ class SerialComm(Communicator):
 
     def barrier(self, label="barrier"):
         pass
-
-
-# ---------------------------------------------------------------------- simulated ranks
-class CollectiveTimeout(RuntimeError):
-    """A simulated collective waited longer than the world's timeout: some rank never came."""
-
-
-class CollectiveMismatch(RuntimeError):
-    """Simulated ranks called different collectives (operation, label, shape or dtype)."""
-
-
-class RankAborted(RuntimeError):
-    """This virtual rank was stopped because another one raised."""
-
-
-class SimWorld:
-    """The shared state of N virtual ranks: one slot per rank and two barriers per call.
-
-    A collective: every rank deposits (descriptor, copy of its data) in its slot and waits;
-    the last to arrive combines the slots once (the barrier's action), so all ranks read
-    the very same result (bitwise replicas); a second barrier keeps the result until every
-    rank has copied it. Sums are taken in rank order, so they are deterministic.
-    """
-
-    def __init__(self, size, timeout):
-        self.size, self.timeout = size, timeout
-        self.slots = [None] * size
-        self.failure = None                       # (rank, exception) of the first rank to raise
-        self.finished = set()                     # ranks whose function has returned
-        self._pending = 0                         # ranks waiting in the current collective
-        self._lock = threading.Lock()
-        self._result = self._error = None
-        self._arrive = threading.Barrier(size, action=self._combine, timeout=timeout)
-        self._leave = threading.Barrier(size, timeout=timeout)
-
-    def _combine(self):
-        self._pending = 0
-        descriptors = [slot[0] for slot in self.slots]
-        if any(descriptor != descriptors[0] for descriptor in descriptors):
-            calls = "; ".join(f"rank {rank}: {descriptor}" for rank, descriptor in enumerate(descriptors))
-            self._result, self._error = None, f"ranks called different collectives: {calls}"
-            return
-        op, payloads = descriptors[0][0], [slot[1] for slot in self.slots]
-        self._error = None
-        if op == "allreduce":
-            total = payloads[0].copy()
-            for payload in payloads[1:]:
-                total += payload
-            self._result = total
-        elif op == "broadcast":
-            self._result = payloads[descriptors[0][-1]]
-        elif op == "allgather":
-            self._result = np.stack(payloads)
-        elif op == "allgather_object":
-            self._result = [pickle.loads(payload) for payload in payloads]
-        else:
-            self._result = None
-
-    def _wait(self, barrier, rank, descriptor):
-        try:
-            barrier.wait()
-        except threading.BrokenBarrierError:
-            if self.failure is not None:
-                failed, error = self.failure
-                raise RankAborted(f"virtual rank {rank} stopped in {descriptor}: rank {failed} "
-                                  f"raised {type(error).__name__}: {error}") from None
-            waiting = [r for r, slot in enumerate(self.slots) if slot is not None]
-            raise CollectiveTimeout(f"virtual rank {rank}: collective {descriptor} timed out after "
-                                    f"{self.timeout} s; ranks arrived: {waiting} of {self.size}") from None
-
-    def exchange(self, rank, descriptor, payload):
-        """Deposit this rank's part of a collective, wait for all, return the combined result."""
-        with self._lock:
-            if self.finished:
-                error = CollectiveMismatch(f"virtual rank {rank} called collective {descriptor}, but "
-                                           f"rank(s) {sorted(self.finished)} already returned")
-                self._abort(rank, error)
-                raise error
-            self.slots[rank] = (descriptor, payload)
-            self._pending += 1
-        self._wait(self._arrive, rank, descriptor)
-        result, error = self._result, self._error
-        if error is not None:
-            raise CollectiveMismatch(error)
-        if isinstance(result, np.ndarray):
-            result = result.copy()
-        self.slots[rank] = None
-        self._wait(self._leave, rank, descriptor)
-        return result
-
-    def _abort(self, rank, error):
-        if self.failure is None:
-            self.failure = (rank, error)
-        self._arrive.abort()
-        self._leave.abort()
-
-    def abort(self, rank, error):
-        """Record the first failure and release every rank waiting in a collective."""
-        with self._lock:
-            self._abort(rank, error)
-
-    def finish(self, rank):
-        """Rank returned from its function: anyone waiting in a collective waits in vain."""
-        with self._lock:
-            self.finished.add(rank)
-            if self._pending:
-                waiting = [r for r, slot in enumerate(self.slots) if slot is not None]
-                self._abort(rank, CollectiveMismatch(
-                    f"virtual rank {rank} returned while ranks {waiting} wait in a collective"))
-
-
-class SimComm(Communicator):
-    """Virtual rank ``rank`` of a SimWorld; create them with ``run_simulated``."""
-
-    def __init__(self, world, rank):
-        super().__init__()
-        self.world, self.rank, self.size = world, rank, world.size
-        self.local_size = world.size
-
-    def _array_call(self, op, label, array, *extra):
-        """Exchange a copy of ``array``; the descriptor must match on every rank."""
-        descriptor = (op, label, array.shape, array.dtype.str) + extra
-        return self.world.exchange(self.rank, descriptor, array.copy())
-
-    def _allreduce_sum(self, array, label):
-        array[...] = self._array_call("allreduce", label, array)
-
-    def _broadcast(self, array, root, label):
-        array[...] = self._array_call("broadcast", label, array, root)
-
-    def _allgather(self, array, label):
-        return self._array_call("allgather", label, array)
-
-    def _allgather_object(self, obj, label):
-        return self.world.exchange(self.rank, ("allgather_object", label), pickle.dumps(obj))
-
-    def _barrier(self, label):
-        self.world.exchange(self.rank, ("barrier", label), None)
-
-
-def run_simulated(size, fn, *, timeout=20.0):
-    """Run ``fn(comm)`` on ``size`` virtual ranks (threads); return [rank 0's result, ...].
-
-    A collective that not every rank reaches within ``timeout`` seconds raises
-    CollectiveTimeout; ranks calling different collectives raise CollectiveMismatch. The
-    first exception raised on any rank stops the others (RankAborted) and is re-raised here.
-    NumPy releases the GIL in its kernels, so the ranks really do run concurrently.
-    """
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ValueError(f"size must be a positive number of ranks, got {size!r}")
-    world = SimWorld(size, timeout)
-    results = [None] * size
-
-    def main(rank):
-        try:
-            results[rank] = fn(SimComm(world, rank))
-        except BaseException as error:                     # re-raised below, in the caller
-            world.abort(rank, error)
-        else:
-            world.finish(rank)
-
-    threads = [threading.Thread(target=main, args=(rank,), name=f"virtual-rank-{rank}", daemon=True)
-               for rank in range(size)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if world.failure is not None:
-        raise world.failure[1]
-    return results
 
 
 # ---------------------------------------------------------------------- MPI
@@ -386,58 +218,14 @@ def resolve_comm(comm):
     return comm
 
 
-def shard(rows, rank, size):
-    """This rank's contiguous share of ``rows``: sizes differ by at most one, and may be 0."""
-    start, stop = len(rows) * rank // size, len(rows) * (rank + 1) // size
-    return rows[start:stop]
+# Names that lived here before minidl/parallel.py and minidl/simulated.py took them over;
+# kept importable from minidl.comm so that users' scripts keep working.
+_MOVED = {name: "parallel" for name in ("shard", "allreduce_scalars", "collectively", "check_same")}
+_MOVED.update({name: "simulated" for name in ("SimWorld", "SimComm", "run_simulated", "CollectiveTimeout",
+                                               "CollectiveMismatch", "RankAborted")})
 
 
-def allreduce_scalars(comm, values, label="scalars"):
-    """Sum a short list of floats over ranks, in float64; returns a numpy array."""
-    buffer = np.array(values, dtype=np.float64)
-    return comm.allreduce_sum(buffer, label)
-
-
-def collectively(comm, action):
-    """Run ``action()`` on every rank; a ValueError/TypeError on any rank is raised on ALL.
-
-    The error raised is the one of the lowest failing rank, with the same type and message
-    on every rank (the message names that rank when not all ranks failed alike). Errors
-    raised this way carry ``collective = True``: every rank raised it, nobody waits.
-    """
-    try:
-        result, mine = action(), None
-    except (ValueError, TypeError) as error:
-        result, mine = None, error
-    reports = comm.allgather_object(None if mine is None else (type(mine), str(mine)), "errors")
-    failed = [rank for rank, report in enumerate(reports) if report is not None]
-    if not failed:
-        return result
-    kind, message = reports[failed[0]]
-    if len(failed) < comm.size or any(reports[rank] != reports[failed[0]] for rank in failed):
-        message = f"{message} (on rank {failed[0]} of {comm.size})"
-    if mine is not None and str(mine) == message:
-        mine.collective = True
-        raise mine
-    error = kind(message)
-    error.collective = True
-    raise error from mine
-
-
-def check_same(comm, what, fingerprint):
-    """Raise the same ValueError on every rank unless all ranks pass an equal ``fingerprint``.
-
-    fingerprint: a small dict of JSON-like values; the message lists the keys that differ.
-    """
-    prints = comm.allgather_object(fingerprint, "fingerprint")
-    differing = sorted({key for other in prints for key in set(other) | set(prints[0])
-                        if other.get(key) != prints[0].get(key)})
-    if differing:
-        details = "; ".join(f"{key}: " + ", ".join(f"rank {rank} has {other.get(key)!r}"
-                                                     for rank, other in enumerate(prints))
-                            for key in differing)
-        error = ValueError(f"the ranks disagree on {what} ({details}); every rank must run the "
-                           f"same program with the same arguments and data")
-        error.collective = True
-        raise error
-
+def __getattr__(name):
+    if name in _MOVED:
+        return getattr(importlib.import_module(f"minidl.{_MOVED[name]}"), name)
+    raise AttributeError(f"module 'minidl.comm' has no attribute {name!r}")

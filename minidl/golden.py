@@ -35,7 +35,7 @@ from .losses import resolve_loss
 from .model import MLP, loss_and_grads
 from .optim import OPTIMIZERS
 from .oracle import Report, compare, compare_trajectory, make_optimizer, trajectory
-from .validation import check_positive_int
+from .validation import check_non_negative_int, check_positive_int
 
 FORMAT = "minidl-golden"
 FORMAT_VERSION = 1
@@ -89,7 +89,7 @@ def write_golden(path, *, sizes, activation="relu", loss="cross_entropy", seed=0
     """
     loss = resolve_loss(loss)
     batch = check_positive_int("batch", batch)
-    trajectory_steps = check_positive_int("trajectory_steps", trajectory_steps, minimum=0)
+    trajectory_steps = check_non_negative_int("trajectory_steps", trajectory_steps)
     if optimizer is not None and not trajectory_steps:
         raise ValueError("optimizer= is only used with trajectory_steps > 0")
     model = MLP(sizes, activation=activation, dtype="float64", seed=seed, init="torch",

@@ -83,10 +83,10 @@ def check_gradients(model, X, y, loss="cross_entropy", eps=1e-5, check_input=Tru
     targets = check_loss_targets(loss, y, (X.shape[0], work.out_features), np.float64)
 
     def f():
-        return kernel(work._forward(X), targets, X.shape[0])[0]
+        return kernel(work.forward_unchecked(X), targets, X.shape[0])[0]
 
-    _, dlogits = kernel(work._forward(X), targets, X.shape[0])
-    dX = work._backward(dlogits, input_grad=True)
+    _, dlogits = kernel(work.forward_unchecked(X), targets, X.shape[0])
+    dX = work.backward_unchecked(dlogits, input_grad=True)
     analytic = {name: grad.copy() for name, grad in work.named_gradients().items()}
     numeric_flat = _central_differences(f, work.params, eps)
     errors, shapes = {}, {}

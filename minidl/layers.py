@@ -4,13 +4,15 @@ Notation (docs/conventions.md): N batch, D inputs, H hidden units, C outputs;
 ``dfoo`` means dL/dfoo and has the shape of ``foo``.
 
 Every ``forward(x, out=None)`` and ``backward(dy, out=None)`` may write its result into a
-caller-owned buffer ``out`` (the MLP passes reusable workspaces, so a training step
-allocates no large arrays); with ``out=None`` a new array is returned. Layers keep their own
-small constants and masks (``_kept``), reallocated only when the batch size or dtype changes.
+caller-owned buffer ``out`` (the MLP passes reusable workspaces for the activations); with
+``out=None`` a new array is returned.
 ``Dense.backward`` OVERWRITES its parameter gradients: an MLP shares no weights, so
 nothing ever accumulates.
 """
 import numpy as np
+
+
+INIT_SCHEMES = ("he", "glorot", "torch")      # Dense.initialize's schemes
 
 
 class Dense:
@@ -66,7 +68,7 @@ class Dense:
             self.W[...] = rng.uniform(-limit, limit, shape)
             self.b[...] = rng.uniform(-limit, limit, self.b.shape)
         else:
-            raise ValueError(f"init must be 'he', 'glorot' or 'torch', got {scheme!r}")
+            raise ValueError(f"init must be one of {INIT_SCHEMES}, got {scheme!r}")
 
     def forward(self, x, out=None):
         self._x = x                                  # (N, in), needed for dW
@@ -76,7 +78,8 @@ class Dense:
 
     def backward(self, dy, out=None, need_dx=True):
         np.matmul(dy.T, self._x, out=self.dW)        # (out, in), written into the flat grad buffer
-        np.add.reduce(dy, axis=0, out=self.db)       # (out,): np.sum without its Python wrapper
+        # np.sum without its Python wrapper, whose cost is a measured loss at small batches
+        np.add.reduce(dy, axis=0, out=self.db)       # (out,)
         if not need_dx:                              # the first layer's dx is never used
             return None
         return np.matmul(dy, self.W, out=out)        # (N, in)
@@ -102,18 +105,12 @@ class ReLU:
 
     name = "relu"
 
-    def __init__(self):
-        self._zeros = self._mask = None
-
     def forward(self, x, out=None):
-        self._zeros = _kept(self._zeros, x.shape[1:], x.dtype, 0)   # (H,): 2x faster than a scalar 0
-        self._y = np.maximum(x, self._zeros, out=out)   # (N, H); y > 0 exactly where x > 0
+        self._y = np.maximum(x, 0, out=out)          # (N, H); y > 0 exactly where x > 0
         return self._y
 
     def backward(self, dy, out=None):
-        self._mask = _kept(self._mask, self._y.shape, bool, False)
-        np.greater(self._y, 0, out=self._mask)       # (N, H) bool, into a reused buffer
-        return np.multiply(dy, self._mask, out=out)
+        return np.multiply(dy, self._y > 0, out=out)
 
 
 class LeakyReLU:
@@ -175,7 +172,7 @@ class Tanh:
 class Workspace:
     """Named scratch arrays reused from call to call: ``work(key, shape, dtype)`` returns the
     array kept under ``key``, reallocated (uninitialised) only when its shape or dtype changes,
-    so a loop over batches of one size allocates nothing. The MLP and fit's loss kernel keep one.
+    so a loop over batches of one size allocates nothing. The MLP keeps one.
     """
 
     def __init__(self):
@@ -186,14 +183,6 @@ class Workspace:
         if array is None or array.shape != shape or array.dtype != dtype:
             array = self._arrays[key] = np.empty(shape, dtype)
         return array
-
-
-def _kept(array, shape, dtype, fill):
-    """``array`` if it has this shape and dtype, else a new one filled with ``fill`` (the
-    caller keeps it: a constant or scratch array reused while the batch size stays the same)."""
-    if array is None or array.shape != shape or array.dtype != dtype:
-        array = np.full(shape, fill, dtype)
-    return array
 
 
 def _copy_into(out, src):
@@ -215,8 +204,13 @@ def stable_sigmoid(x, out=None):
 ACTIVATIONS = {cls.name: cls for cls in (ReLU, LeakyReLU, Sigmoid, Tanh, Identity)}
 
 
-def make_activation(name):
-    """An activation layer from its name: relu, leaky_relu, sigmoid, tanh, identity."""
+def check_activation(name):
+    """``name`` if it names an activation (relu, leaky_relu, sigmoid, tanh, identity), else raise."""
     if not isinstance(name, str) or name not in ACTIVATIONS:
         raise ValueError(f"unknown activation {name!r}; choose from {sorted(ACTIVATIONS)}")
-    return ACTIVATIONS[name]()
+    return name
+
+
+def make_activation(name):
+    """An activation layer from its name: relu, leaky_relu, sigmoid, tanh, identity."""
+    return ACTIVATIONS[check_activation(name)]()

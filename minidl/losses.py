@@ -11,116 +11,119 @@ too). The data-parallel mode passes the *global* batch size, so each rank's loss
 gradient are its share of the global mean and the ranks' gradients simply add up.
 With ``num_samples`` given, a batch may have zero rows (a rank's empty share).
 
-``loss_kernel(name)`` gives fit its unchecked kernel: a new one keeps its dz and scratch
-arrays in its own workspace and reuses them in the next call, so a training loop allocates
-nothing; the public functions below return new arrays.
+``LOSSES`` is the one table of losses: per canonical name, the unchecked function, the target
+check and, for the losses with an accuracy, how to count the correct predictions.
 """
-import functools
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
-from .layers import Workspace, stable_sigmoid
+from .layers import stable_sigmoid
 from .validation import (check_class_labels, check_inputs, check_positive_int, check_targets,
                          numeric_array)
 
 
-def _new(key, shape, dtype):
-    """The ``buffer`` of a one-off kernel call: a new array every time."""
-    return np.empty(shape, dtype)
-
-
-def _mse(z, y, n, buffer=_new):
-    """L = sum((z - y)**2) / (n*K);  dz = 2 (z - y) / (n*K)."""
+def _mse(z, y, n):
+    """L = sum((z - y)**2) / (n*K);  dz = 2 (z - y) / (n*K).  z, y: (N, K)."""
     scale = 1.0 / (n * z.shape[1])
-    diff = np.subtract(z, y, out=buffer("dz", z.shape, z.dtype))     # (N, K)
+    diff = z - y                                                     # (N, K)
     loss = float(np.vdot(diff, diff)) * scale
-    diff *= 2 * scale                                                # now dz, in place
-    return loss, diff
+    return loss, 2 * scale * diff
 
 
-def _softmax_cross_entropy(z, y, n, buffer=_new):
+def _log_softmax_parts(z):
+    """Stable softmax of logits z (N, C): (shifted, log_sums, probs) with shifted = z - max_c z,
+    log_sums = log sum_c exp(shifted) (so logsumexp(z_i) - z_ic = log_sums_i - shifted_ic) and
+    probs = softmax(z). Subtracting the row maximum first keeps exp in (0, 1]: no overflow."""
+    shifted = z - z.max(axis=1, keepdims=True)                       # (N, C), row max is 0
+    exp = np.exp(shifted)                                            # (N, C), in (0, 1]
+    sums = exp.sum(axis=1, keepdims=True)                            # (N, 1), >= 1
+    return shifted, np.log(sums), exp / sums
+
+
+def _cross_entropy_labels(z, y, n):
     """L = sum_i(logsumexp(z_i) - z_i[y_i]) / n;  dz = (softmax(z) - onehot(y)) / n.
 
-    With probability targets y (N, C): L = sum_ic y_ic (logsumexp(z_i) - z_ic) / n and
-    dz = (softmax(z) * sum_c y_ic - y) / n, which is (softmax(z) - y) / n when rows sum to 1.
-    Stable: logsumexp subtracts the row maximum first, so exp never overflows.
-    Every array comes from ``buffer`` (fit's kernel reuses them, so a step allocates nothing):
-    the (N, 1) row values are repeated into a full (N, C) ``tile`` before they meet the
-    logits (_repeat_into), and the label entries z_i[y_i] are reached through their
-    flat indices i*C + y_i with take/put instead of fancy indexing, which makes new arrays.
+    z (N, C) logits, y (N,) integer labels.
     """
-    row = buffer("row", (len(z), 1), z.dtype)                        # (N, 1) scratch
-    tile = buffer("tile", z.shape, z.dtype)                          # (N, C) scratch
-    np.maximum.reduce(z, axis=1, keepdims=True, out=row)             # row maxima
-    shifted = np.subtract(z, _repeat_into(tile, row),
-                          out=buffer("shifted", z.shape, z.dtype))   # (N, C), row max is 0
-    exp = np.exp(shifted, out=buffer("dz", z.shape, z.dtype))        # (N, C), in (0, 1]
-    sums = np.add.reduce(exp, axis=1, keepdims=True, out=row)        # (N, 1), >= 1
-    exp /= _repeat_into(tile, sums)                                  # now softmax(z), in place
-    log_sums = np.log(sums, out=row)                                 # (N, 1), over the sums
-    if y.ndim == 1:                                                  # integer class labels
-        flat = np.add(_row_starts(*z.shape), y, out=buffer("flat", y.shape, np.int64))   # i*C + y_i
-        picked = np.take(shifted, flat, out=buffer("picked", y.shape, z.dtype), mode="clip")
-        loss = float(log_sums.sum() - picked.sum()) / n                  # flat is in range:
-        np.take(exp, flat, out=picked, mode="clip")                      # "clip" never clips
-        picked -= 1
-        np.put(exp, flat, picked, mode="clip")                           # softmax - onehot
-    else:                                                            # probability targets
-        loss = float(np.vdot(y, log_sums - shifted)) / n
-        exp *= y.sum(axis=1, keepdims=True)
-        exp -= y
-    exp /= n                                                         # now dz
-    return loss, exp
+    shifted, log_sums, probs = _log_softmax_parts(z)
+    rows = np.arange(len(z))
+    loss = float(log_sums.sum() - shifted[rows, y].sum()) / n
+    probs[rows, y] -= 1                                              # now softmax - onehot
+    return loss, probs / n
 
 
-def _repeat_into(tile, values):
-    """``values`` (N, 1) repeated across the columns of ``tile`` (N, C), which it returns.
+def _cross_entropy_probabilities(z, y, n):
+    """L = sum_ic y_ic (logsumexp(z_i) - z_ic) / n;  dz = (softmax(z) * sum_c y_ic - y) / n.
 
-    A ufunc given a broadcast operand allocates an internal buffer of 8,192 elements on every
-    call; np.copyto broadcasts without one, and the ufunc that then meets two full-size
-    arrays needs none either. (The Dense layer's (N, H) bias add keeps its broadcast: there
-    the full-size copy would cost more memory traffic than the buffer, 2-7 % of a step at
-    batch 512, measured.)
+    z (N, C) logits, y (N, C) probability targets; dz is (softmax(z) - y) / n when the rows of
+    y sum to 1 (they need not, as in PyTorch).
     """
-    np.copyto(tile, values)
-    return tile
+    shifted, log_sums, probs = _log_softmax_parts(z)
+    loss = float(np.vdot(y, log_sums - shifted)) / n
+    return loss, (probs * y.sum(axis=1, keepdims=True) - y) / n
 
 
-@functools.lru_cache(maxsize=16)
-def _row_starts(rows, columns):
-    """(rows,) int64 [0, C, 2C, ...]: where each row starts in a flattened (rows, C) array."""
-    starts = np.arange(0, rows * columns, columns, dtype=np.int64)
-    starts.flags.writeable = False                                   # shared by every call
-    return starts
+def _softmax_cross_entropy(z, y, n):
+    """Cross-entropy of softmax(z): integer labels y (N,) or probability targets y (N, C)."""
+    return (_cross_entropy_labels if y.ndim == 1 else _cross_entropy_probabilities)(z, y, n)
 
 
-def _binary_cross_entropy(z, y, n, buffer=_new):
+def _binary_cross_entropy(z, y, n):
     """L = sum(max(z, 0) - z*y + log1p(exp(-|z|))) / (n*K);  dz = (sigmoid(z) - y) / (n*K).
 
-    The softplus form never takes the log of a probability, so it is finite for any logit.
+    z, y: (N, K). The softplus form never takes the log of a probability, so it is finite for
+    any logit.
     """
     scale = 1.0 / (n * z.shape[1])
     loss = float((np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))).sum()) * scale
-    dz = stable_sigmoid(z, out=buffer("dz", z.shape, z.dtype))       # (N, K)
-    dz -= y
-    dz *= scale
-    return loss, dz
+    return loss, (stable_sigmoid(z) - y) * scale
+
+
+def _class_hits(z, y):
+    """(rows whose largest logit is the label, N); for probability targets the label is the
+    target's most probable class."""
+    labels = y if y.ndim == 1 else y.argmax(axis=1)                  # (N,)
+    return int(np.count_nonzero(z.argmax(axis=1) == labels)), len(z)
+
+
+def _binary_hits(z, y):
+    """(outputs on the target's side of 1/2, N*K): sigmoid(z) > 1/2 exactly when z > 0."""
+    return int(np.count_nonzero((z > 0) == (y >= 0.5))), y.size
+
+
+def _real_targets(y, shape, dtype):
+    return check_targets("targets", y, shape, dtype)
+
+
+def _probability_targets(y, shape, dtype):
+    return check_targets("targets", y, shape, dtype, low=0.0, high=1.0)
 
 
 def _class_or_probability_targets(y, shape, dtype):
     y = numeric_array("targets", y)
     if y.ndim == 1:
         return check_class_labels("targets", y, shape[0], shape[1])
-    return check_targets("targets", y, shape, dtype, low=0.0, high=1.0)
+    return _probability_targets(y, shape, dtype)
 
 
-# name -> (kernel, target check); kernels take checked (N, K) outputs, targets and the divisor n.
-LOSSES = {
-    "mse": (_mse, lambda y, shape, dtype: check_targets("targets", y, shape, dtype)),
-    "cross_entropy": (_softmax_cross_entropy, _class_or_probability_targets),
-    "binary_cross_entropy": (_binary_cross_entropy,
-                             lambda y, shape, dtype: check_targets("targets", y, shape, dtype, 0.0, 1.0)),
-}
+class Loss(NamedTuple):
+    """One loss: ``function(z, y, n) -> (loss, dz)`` on checked arrays (z (N, K) outputs, y from
+    ``check_targets(y, shape, dtype)``, n the divisor of the mean); ``count_correct(z, y) ->
+    (n_correct, n_judged)``, or None for a loss without an accuracy."""
+
+    name: str
+    function: Callable
+    check_targets: Callable
+    count_correct: Callable | None
+
+
+LOSSES = {loss.name: loss for loss in (
+    Loss("mse", _mse, _real_targets, None),
+    Loss("cross_entropy", _softmax_cross_entropy, _class_or_probability_targets, _class_hits),
+    Loss("binary_cross_entropy", _binary_cross_entropy, _probability_targets, _binary_hits),
+)}
 ALIASES = {"softmax_cross_entropy": "cross_entropy", "bce": "binary_cross_entropy", "ce": "cross_entropy"}
 
 
@@ -134,26 +137,19 @@ def resolve_loss(name):
     return canonical
 
 
+def has_accuracy(name):
+    """Whether loss ``name`` is a classification loss with an accuracy (all but mse)."""
+    return LOSSES[resolve_loss(name)].count_correct is not None
+
+
 def check_loss_targets(name, y, shape, dtype):
     """Validate targets for loss ``name`` against outputs of ``shape``; return them converted."""
-    return LOSSES[resolve_loss(name)][1](y, shape, dtype)
-
-
-class _Kernel:
-    """``kernel(z, y, n) -> (loss, dz)`` with a workspace: dz and the kernel's scratch arrays
-    are overwritten by its next call (reallocated only when the batch size changes)."""
-
-    def __init__(self, function):
-        self.function, self.workspace = function, Workspace()
-
-    def __call__(self, z, y, n):
-        return self.function(z, y, n, self.workspace)
+    return LOSSES[resolve_loss(name)].check_targets(y, shape, dtype)
 
 
 def loss_kernel(name):
-    """A new unchecked kernel ``(z, y, n) -> (loss, dz)`` for loss ``name``; the dz it returns
-    is reused by its next call (fit keeps one kernel for the whole run)."""
-    return _Kernel(LOSSES[resolve_loss(name)][0])
+    """The unchecked ``(z, y, n) -> (loss, dz)`` of loss ``name``; dz is a new array every call."""
+    return LOSSES[resolve_loss(name)].function
 
 
 def _checked_call(name, logits, targets, num_samples):

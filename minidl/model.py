@@ -9,12 +9,28 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .layers import ACTIVATIONS, Dense, LeakyReLU, Workspace, make_activation
+from .layers import INIT_SCHEMES, Dense, LeakyReLU, Workspace, check_activation, make_activation
 from .losses import check_loss_targets, loss_kernel
 from .validation import (as_dtype, check_finite, check_inputs, check_positive_int, check_real, check_same_keys,
                          numeric_array)
 
 RELU_FAMILY = ("relu", "leaky_relu")
+INIT_CHOICES = ("auto",) + INIT_SCHEMES         # auto: He before ReLU-like layers, else Glorot
+
+
+def merge_adjacent(spans):
+    """[(start, stop, key)] with each run of touching spans of equal ``key`` merged into one.
+
+    The model merges its trainable layers this way, the optimizer its layers of equal step
+    count, so one vectorised pass covers as much of the flat buffer as it can.
+    """
+    merged = []
+    for start, stop, key in spans:
+        if merged and merged[-1][1] == start and merged[-1][2] == key:
+            merged[-1] = (merged[-1][0], stop, key)
+        else:
+            merged.append((start, stop, key))
+    return merged
 
 
 def _per_hidden_layer(name, value, count, kinds):
@@ -53,12 +69,11 @@ class MLP:
         hidden = len(self.sizes) - 2
         names = _per_hidden_layer("activation", activation, hidden, str)
         for name in names:
-            if not isinstance(name, str) or name not in ACTIVATIONS:
-                raise ValueError(f"unknown activation {name!r}; choose from {sorted(ACTIVATIONS)}")
+            check_activation(name)
         slopes = [check_real("negative_slope", slope) for slope in
                   _per_hidden_layer("negative_slope", negative_slope, hidden, numbers.Real)]
-        if init not in ("auto", "he", "glorot", "torch"):
-            raise ValueError(f"init must be 'auto', 'he', 'glorot' or 'torch', got {init!r}")
+        if init not in INIT_CHOICES:
+            raise ValueError(f"init must be one of {INIT_CHOICES}, got {init!r}")
         if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
             raise TypeError(f"seed must be a non-negative integer, got {seed!r}")
         self.dtype = as_dtype(dtype)
@@ -166,11 +181,23 @@ class MLP:
         for name, view in views.items():                   # all checked first: all or nothing
             view[...] = arrays[name]
 
-    def copy(self):
-        """An independent model with the same architecture, parameters and frozen layers."""
-        twin = MLP(**self.config())
-        twin.params[...] = self.params
-        for mine, theirs in zip(self.dense_layers, twin.dense_layers):
+    def copy(self, *, dtype=None, n_outputs=None, seed=None):
+        """An independent model built from this one: the one way minidl derives a model.
+
+        Same architecture, parameters and frozen layers, unless told otherwise:
+            dtype      the parameters cast to another floating-point type
+            n_outputs  a new output layer of this width, freshly initialised from ``seed``
+                       (the model's init scheme) and trainable: fine-tuning's new head
+        """
+        changes = {} if dtype is None else {"dtype": dtype}
+        if n_outputs is not None:
+            n_outputs = check_positive_int("n_outputs", n_outputs)
+            changes.update(sizes=list(self.sizes[:-1]) + [n_outputs], seed=self.seed if seed is None else seed)
+        twin = MLP(**dict(self.config(), **changes))
+        kept = twin.dense_layers if n_outputs is None else twin.dense_layers[:-1]
+        end = self.layout()[2 * len(kept) - 1][2] if kept else 0      # the copied layers' span
+        twin.params[:end] = self.params[:end]
+        for mine, theirs in zip(self.dense_layers, kept):
             theirs.trainable = mine.trainable
         return twin
 
@@ -189,19 +216,17 @@ class MLP:
 
     def trainable_spans(self):
         """[(start, stop)] ranges of model.params that the optimizer updates (adjacent merged)."""
-        spans = []
-        for (start, stop), dense in zip(self._spans, self.dense_layers):
-            if not dense.trainable:
-                continue
-            if spans and spans[-1][1] == start:
-                spans[-1] = (spans[-1][0], stop)
-            else:
-                spans.append((start, stop))
-        return spans
+        return [(start, stop) for start, stop, _ in
+                merge_adjacent((start, stop, None) for (start, stop), dense in zip(self._spans, self.dense_layers)
+                               if dense.trainable)]
 
-    def _move_grads(self, buffer):
-        """Keep the flat gradient in ``buffer`` from now on (its contents copied there): fit
-        moves it where its communicator reduces it fastest (Communicator.gradient_buffer)."""
+    def use_gradient_buffer(self, buffer):
+        """Keep the flat gradient in ``buffer`` from now on (its contents copied there).
+
+        The seam for communicators: fit moves model.grads to wherever its communicator sums
+        gradients fastest (``Communicator.gradient_buffer``; under MPI on one node, memory the
+        other ranks can read). Every Dense layer's dW and db become views into ``buffer``.
+        """
         if buffer is self.grads:
             return
         if buffer.shape != self.grads.shape or buffer.dtype != self.dtype:
@@ -217,10 +242,10 @@ class MLP:
         """A reusable workspace array for ``key``; reallocated only when the shape changes."""
         return self._workspace(key, shape, self.dtype)
 
-    def _forward(self, x):
+    def forward_unchecked(self, x):
         """Unchecked forward of a (N, D) array of the model's dtype.
 
-        Returns the (N, C) logits in a workspace that the next _forward overwrites (fit and the
+        Returns the (N, C) logits in a workspace that the next call overwrites (fit and the
         benchmarks use them at once; forward() and predict() hand out copies).
         """
         self._cache_from_forward = True
@@ -232,7 +257,7 @@ class MLP:
             x = layer.forward(x, out=out)
         return x
 
-    def _backward(self, dlogits, input_grad=False):
+    def backward_unchecked(self, dlogits, input_grad=False):
         """Unchecked backward from dL/dlogits (N, C): overwrites model.grads, returns dX or None."""
         dy = dlogits
         for index in range(len(self.layers) - 1, -1, -1):
@@ -251,7 +276,7 @@ class MLP:
         The cache refers to X itself when it already has the model's dtype: leave X unchanged
         until backward, as autograd frameworks require of in-place changes too.
         """
-        return self._forward(check_inputs("X", X, self.dtype, self.in_features)).copy()
+        return self.forward_unchecked(check_inputs("X", X, self.dtype, self.in_features)).copy()
 
     def backward(self, dlogits, input_grad=False):
         """Backpropagate dL/dlogits (N, C) from the last forward; OVERWRITES model.grads.
@@ -266,7 +291,7 @@ class MLP:
         if dlogits.shape[0] != first.shape[0]:
             raise ValueError(f"dlogits has {dlogits.shape[0]} rows but the last forward had "
                              f"{first.shape[0]}")
-        return self._backward(dlogits, input_grad)
+        return self.backward_unchecked(dlogits, input_grad)
 
     def predict(self, X, batch_size=4096):
         """Network outputs (N, C) for X, computed in batches; parameters and grads untouched.
@@ -277,7 +302,7 @@ class MLP:
         batch_size = check_positive_int("batch_size", batch_size)
         outputs = np.empty((len(X), self.out_features), self.dtype)
         for i in range(0, len(X), batch_size):
-            outputs[i:i + batch_size] = self._forward(X[i:i + batch_size])
+            outputs[i:i + batch_size] = self.forward_unchecked(X[i:i + batch_size])
         self._cache_from_forward = False
         return outputs
 
@@ -297,6 +322,6 @@ def loss_and_grads(model, X, y, loss="cross_entropy"):
     kernel = loss_kernel(loss)
     X = check_inputs("X", X, model.dtype, model.in_features)
     targets = check_loss_targets(loss, y, (X.shape[0], model.out_features), model.dtype)
-    value, dlogits = kernel(model._forward(X), targets, X.shape[0])
-    model._backward(dlogits)
+    value, dlogits = kernel(model.forward_unchecked(X), targets, X.shape[0])
+    model.backward_unchecked(dlogits)
     return value, {name: grad.copy() for name, grad in model.named_gradients().items()}

@@ -3,7 +3,7 @@
 Both classes take one metric value per *check* (one evaluation, usually once per epoch)
 through ``update`` and work in any training loop, also someone else's. Checks are numbered
 from 0 and ``patience`` counts checks, not epochs. The hook methods ``on_train_begin``,
-``on_check``, ``on_epoch_end`` and ``on_train_end`` plug them into ``minidl.train.fit``.
+``on_check`` and (EarlyStopping) ``on_train_end`` plug them into ``minidl.fit``.
 
 Notation: s = +1 in "max" mode and -1 in "min" mode, so s*v is a score where higher is
 better, and d = |min_delta|. A value v *improves on* a reference r when
@@ -21,7 +21,7 @@ import numbers
 
 import numpy as np
 
-from .validation import check_positive_int, check_real, numeric_array
+from .validation import check_non_negative_int, check_real, numeric_array
 
 STOP_REASONS = ("patience", "stopping_threshold", "divergence_threshold", "non_finite")
 
@@ -41,7 +41,7 @@ def _flag(name, value):
 
 
 def _count(name, value):
-    return check_positive_int(name, value, minimum=0)
+    return check_non_negative_int(name, value)
 
 
 def _maybe_count(name, value):
@@ -81,7 +81,7 @@ class _Monitor:
         self.monitor = monitor
         self.mode = ("max" if "acc" in monitor else "min") if mode == "auto" else mode
         self.min_delta = abs(check_real("min_delta", min_delta))       # Keras: abs(min_delta)
-        self.patience = check_positive_int("patience", patience, minimum=0)
+        self.patience = check_non_negative_int("patience", patience)
         self.reset()
 
     def _score(self, value):
@@ -102,12 +102,6 @@ class _Monitor:
     def on_train_begin(self, run):
         """Reset all state (Keras does too); a resuming trainer loads its saved state after this."""
         self.reset()
-
-    def on_epoch_end(self, run):
-        """Nothing to do: monitors act on checks, not on epochs."""
-
-    def on_train_end(self, run):
-        """Nothing to do by default (EarlyStopping restores its best weights here)."""
 
     def state_dict(self):
         """The state: JSON-able scalars, plus a NumPy array (a copy) for best weights."""
@@ -163,6 +157,9 @@ class EarlyStopping(_Monitor):
     State: num_checks, best (None until a finite value arrives; never non-finite), best_epoch,
     best_step, best_weights (copy or None), wait, stopped_epoch, stopped_step, stop_reason
     (one of STOP_REASONS or None). stopped_* describe the latest check that signalled a stop.
+    best_epoch and stopped_epoch keep Keras's names but are CHECK indices (they are epochs
+    when fit checks once per epoch); ``best_check`` and ``stopped_check`` are the same
+    numbers under names that say so. fit's History turns them into epochs.
     """
     _STATE = {"num_checks": _count, "best": _maybe_real, "best_epoch": _maybe_count,
               "best_step": _maybe_count, "best_weights": _maybe_array, "wait": _count,
@@ -234,15 +231,27 @@ class EarlyStopping(_Monitor):
                 raise ValueError(f"EarlyStopping state: {name}={values[name]} is not a check index "
                                  f"below num_checks={values['num_checks']}")
 
+    @property
+    def best_check(self):
+        """The index of the best check (Keras's name for it is best_epoch)."""
+        return self.best_epoch
+
+    @property
+    def stopped_check(self):
+        """The index of the check that signalled the latest stop (Keras: stopped_epoch)."""
+        return self.stopped_epoch
+
     def on_check(self, run):
         if self.update(self._metric(run), weights=run.model.params, step=run.step):
             run.request_stop(self.stop_reason)
 
     def on_train_end(self, run):
-        """Restore the best weights however training ended (stop, max epochs, interrupt)."""
+        """Tell the run which check was best and restore its weights if asked, however
+        training ended (stop, max epochs, interrupt)."""
+        run.best_check = self.best_check
         if self.restore_best_weights and self.best_weights is not None:
             run.model.params[...] = self.best_weights
-            run.restored_from = self.best_epoch
+            run.restored_from = self.best_check
 
 
 class ReduceLROnPlateau(_Monitor):

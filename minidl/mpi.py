@@ -1,4 +1,4 @@
-"""The MPI plumbing around MPIComm: launcher detection, mpi4py import, abort hook, BLAS threads.
+"""The MPI plumbing around MPIComm: the launcher and rank, mpi4py import, abort hook, BLAS threads.
 
 minidl imports mpi4py only when an MPI launcher started the process (or when an MPIComm is
 built explicitly), so a single-process user never needs MPI installed.
@@ -7,13 +7,16 @@ import os
 import sys
 import warnings
 
-# Variables an MPI launcher sets in every process it starts, and a plain shell does not:
-# MPICH/Hydra and Intel MPI (PMI_*), PMIx launchers incl. Open MPI 5 and Slurm --mpi=pmix
-# (PMIX_RANK), Open MPI (OMPI_COMM_WORLD_*), MVAPICH (MV2_COMM_WORLD_*). Hydra's own
-# HYDRA_* variables are deliberately not used: they are user settings (HYDRA_HOST_FILE, ...)
-# that may sit in a shell's environment without any launcher.
-LAUNCHER_VARIABLES = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE",
-                      "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_SIZE")
+# (rank variable, size variable) that an MPI launcher sets in every process it starts, and a
+# plain shell does not. Hydra's own HYDRA_* variables are deliberately not used: they are user
+# settings (HYDRA_HOST_FILE, ...) that may sit in a shell's environment without any launcher.
+LAUNCHERS = (
+    ("PMI_RANK", "PMI_SIZE"),                           # MPICH/Hydra, Intel MPI
+    ("PMIX_RANK", None),                                # PMIx (no size variable): Open MPI 5, Slurm --mpi=pmix
+    ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"),   # Open MPI
+    ("MV2_COMM_WORLD_RANK", "MV2_COMM_WORLD_SIZE"),     # MVAPICH
+)
+LAUNCHER_VARIABLES = tuple(name for pair in LAUNCHERS for name in pair if name is not None)
 
 INSTALL_HINT = 'pip install -e ".[mpi]" (mpi4py plus the mpich wheel), or pip install mpi4py ' \
                "against your cluster's MPI"
@@ -25,6 +28,12 @@ def launched_by_mpi(environ=None):
     """The name of the launcher variable found in ``environ`` (os.environ), or None."""
     environ = os.environ if environ is None else environ
     return next((name for name in LAUNCHER_VARIABLES if name in environ), None)
+
+
+def launcher_rank(environ=None):
+    """This process's rank as the MPI launcher set it in ``environ`` (os.environ); 0 without one."""
+    environ = os.environ if environ is None else environ
+    return next((int(environ[rank]) for rank, _ in LAUNCHERS if rank in environ), 0)
 
 
 def import_mpi():
@@ -44,16 +53,17 @@ def install_abort_hook(mpi_comm, rank, size):
     """Make an uncaught exception on any rank end the whole job: print, then MPI Abort.
 
     Without this, the other ranks wait forever in their next collective. An error that
-    every rank raised together (minidl marks them ``collective``) is printed by rank 0 only
+    every rank raised together (a minidl.parallel.CollectiveError) is printed by rank 0 only
     and exits normally, since no rank is left waiting. Installed once per process.
     """
+    from .parallel import CollectiveError          # parallel imports comm, which imports mpi
     global _abort_hook_installed
     if _abort_hook_installed:
         return
     previous = sys.excepthook
 
     def abort_on_exception(kind, value, traceback):
-        if getattr(value, "collective", False):
+        if isinstance(value, CollectiveError):
             if rank == 0:
                 previous(kind, value, traceback)
             return

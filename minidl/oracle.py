@@ -135,11 +135,7 @@ def _float64_copy(model):
     """An independent float64 twin of ``model``: same architecture, weights, frozen layers."""
     if not isinstance(model, MLP):
         raise TypeError(f"model must be a minidl.MLP, got {type(model).__name__}")
-    twin = MLP(**dict(model.config(), dtype="float64"))
-    twin.params[...] = model.params
-    for mine, theirs in zip(model.dense_layers, twin.dense_layers):
-        theirs.trainable = mine.trainable
-    return twin
+    return model.copy(dtype="float64")
 
 
 def _their_tensors(what, given, names):
@@ -225,7 +221,7 @@ def trajectory(model, batches, optimizer, loss, steps=None):
     optimizer: an SGD/Adam instance (a fresh one of the same type and hyperparameters is
     used: its moments and step count are not carried over) or a spec such as
     ("adam", {"lr": 1e-3}). Each step: forward, ``loss``, backward (gradients overwritten),
-    optimizer.step(), exactly like minidl.train.fit.
+    optimizer.step(), exactly like minidl.fit.
 
     Runs in float64 on a copy: ``model`` and ``optimizer`` are untouched. Returns a list of
     float64 vectors in model.params layout, i.e. the state_dict tensors flattened row-major

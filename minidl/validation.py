@@ -73,12 +73,17 @@ def check_same_keys(what, mapping, names, hint=""):
 
 
 def check_positive_int(name, value, minimum=1):
-    """Return ``value`` as an int >= minimum, or raise."""
+    """Return ``value`` as an int >= minimum (1 unless told), or raise."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return int(value)
+
+
+def check_non_negative_int(name, value):
+    """Return ``value`` as an int >= 0 (a count or an index), or raise."""
+    return check_positive_int(name, value, minimum=0)
 
 
 def check_real(name, value, minimum=None, maximum=None, min_inclusive=True, max_inclusive=True):

@@ -13,7 +13,7 @@ from minidl import MLP, SGD, rundir
 from minidl import checkpoint as ckpt
 from minidl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from minidl.data import make_blobs
-from minidl.train import fit
+from minidl import fit
 
 X, Y = make_blobs(60, classes=3, seed=0)
 

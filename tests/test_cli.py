@@ -19,7 +19,8 @@ from minidl import checkpoint as ckpt
 from minidl import rundir
 from minidl.cli import main
 from minidl.data import load_dataset
-from minidl.train import evaluate, read_history_csv
+from minidl.checkpoint import read_history_csv
+from minidl.loop import evaluate
 
 SCRIPTS = Path(__file__).parent / "scripts"
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -421,7 +422,7 @@ def test_progress_bar_shows_only_on_a_tty_and_lines_only_when_verbose(stream_typ
     from minidl import MLP, SGD
     from minidl.data import make_blobs
     from minidl.progress import ProgressBar
-    from minidl.train import fit
+    from minidl import fit
     X, y = make_blobs(40, seed=0)
     model = MLP([2, 4, 3])
     stream = stream_type()

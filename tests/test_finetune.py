@@ -8,7 +8,7 @@ from minidl import MLP, SGD, Adam
 from minidl.data import load_dataset
 from minidl.finetune import replace_head
 from minidl.monitor import EarlyStopping
-from minidl.train import fit
+from minidl import fit
 
 
 @pytest.fixture(scope="module")

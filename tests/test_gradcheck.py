@@ -82,8 +82,8 @@ def resolvable(model, X, y, loss):
     """Every gradient tensor is exactly zero or at least RESOLVABLE * max(1, |L|)."""
     work = model.copy()
     value, grads = loss_and_grads(work, X, y, loss=loss)
-    _, dlogits = loss_kernel(loss)(work._forward(X), np.asarray(y), len(X))
-    tensors = list(grads.values()) + [work._backward(dlogits, input_grad=True)]
+    _, dlogits = loss_kernel(loss)(work.forward_unchecked(X), np.asarray(y), len(X))
+    tensors = list(grads.values()) + [work.backward_unchecked(dlogits, input_grad=True)]
     floor = RESOLVABLE * max(1.0, abs(value))
     return all(np.max(np.abs(g)) == 0 or np.max(np.abs(g)) >= floor for g in tensors)
 
@@ -142,8 +142,8 @@ def test_deep_narrow_and_wide_models(activation, sizes, n, loss):
 class ScaledBackwardMLP(MLP):
     """An MLP whose backward is wrong by 1% in the first layer's weights: check_gradients must notice."""
 
-    def _backward(self, dlogits, input_grad=False):
-        dx = super()._backward(dlogits, input_grad)
+    def backward_unchecked(self, dlogits, input_grad=False):
+        dx = super().backward_unchecked(dlogits, input_grad)
         self.dense_layers[0].dW *= 1.01
         return dx
 

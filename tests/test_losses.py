@@ -1,4 +1,5 @@
-"""Losses: closed forms (also through a single Dense layer), reductions, stability, num_samples."""
+"""Losses: closed forms (also through a single Dense layer), the former kernels' bits, the table
+of losses and accuracies, reductions, stability, num_samples."""
 import contextlib
 import math
 import warnings
@@ -10,6 +11,8 @@ from hypothesis import strategies as st
 
 from conftest import EXACT_TOL, FLOAT32_TOL, assert_close
 from minidl import MLP, binary_cross_entropy, loss_and_grads, mse, softmax_cross_entropy
+from minidl.layers import stable_sigmoid
+from minidl.losses import LOSSES, has_accuracy, loss_kernel
 
 LOSS_FUNCTIONS = {"mse": mse, "cross_entropy": softmax_cross_entropy,
                   "binary_cross_entropy": binary_cross_entropy}
@@ -109,6 +112,97 @@ def test_cross_entropy_probability_targets(batch):
     p = naive_softmax(z)
     assert_close(loss, -np.sum(y * np.log(p)) / n, 1e-10, "soft loss")
     assert_close(dz, (p * y.sum(axis=1, keepdims=True) - y) / n, EXACT_TOL, "soft dz")
+
+
+# ----------------------------------------------------------------- the former fused kernels
+def former_kernel(name, z, y, n):
+    """The workspace kernels minidl had before its plain reference forms, kept as the comparison
+    (without the workspace: each array new). Row values were repeated into a full (N, C) tile
+    before meeting the logits, and the label entries reached by take/put at flat indices."""
+    if name == "mse":
+        scale = 1.0 / (n * z.shape[1])
+        diff = np.subtract(z, y)
+        loss = float(np.vdot(diff, diff)) * scale
+        diff *= 2 * scale
+        return loss, diff
+    if name == "binary_cross_entropy":
+        scale = 1.0 / (n * z.shape[1])
+        loss = float((np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))).sum()) * scale
+        dz = stable_sigmoid(z, out=np.empty_like(z))
+        dz -= y
+        dz *= scale
+        return loss, dz
+    tile = np.empty_like(z)
+    row = np.maximum.reduce(z, axis=1, keepdims=True)
+    np.copyto(tile, row)
+    shifted = np.subtract(z, tile)
+    exp = np.exp(shifted)
+    sums = np.add.reduce(exp, axis=1, keepdims=True, out=row)
+    np.copyto(tile, sums)
+    exp /= tile
+    log_sums = np.log(sums, out=row)
+    if y.ndim == 1:
+        flat = np.arange(0, z.size, z.shape[1], dtype=np.int64) + y
+        picked = np.take(shifted, flat, mode="clip")
+        loss = float(log_sums.sum() - picked.sum()) / n
+        np.take(exp, flat, out=picked, mode="clip")
+        picked -= 1
+        np.put(exp, flat, picked, mode="clip")
+    else:
+        loss = float(np.vdot(y, log_sums - shifted)) / n
+        exp *= y.sum(axis=1, keepdims=True)
+        exp -= y
+    exp /= n
+    return loss, exp
+
+
+@st.composite
+def logits_and_targets(draw):
+    """Any loss on (N, K) logits of one dtype: N from 0 (with a divisor n > N, a rank's empty
+    share) or 1, huge logits, ties (few distinct values), labels or probability targets."""
+    name = draw(st.sampled_from(sorted(LOSSES)))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    rows, k = draw(st.integers(0, 9)), draw(st.integers(1, 7))
+    values = st.sampled_from([0.0, 1.0, -1.0, 1e4, -1e4, 1e30]) | st.floats(-1e4, 1e4, width=32)
+    z = np.array(draw(st.lists(values, min_size=rows * k, max_size=rows * k)), dtype)
+    z = z.reshape(rows, k)
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    if name == "cross_entropy" and draw(st.booleans()):
+        y = rng.integers(0, k, rows)
+    elif name == "mse":
+        y = rng.normal(0, 3, (rows, k)).astype(dtype)
+    else:
+        y = rng.choice([0.0, 0.5, 1.0, rng.uniform()], (rows, k)).astype(dtype)
+    return name, z, y, rows + draw(st.integers(0 if rows else 1, 3))
+
+
+@given(logits_and_targets())
+def test_reference_forms_give_the_bits_of_the_former_kernels(case):
+    name, z, y, n = case
+    with np.errstate(all="ignore"):                 # overflow to inf must agree too
+        loss, dz = loss_kernel(name)(z, y, n)
+        former_loss, former_dz = former_kernel(name, z, y, n)
+    assert np.float64(loss).tobytes() == np.float64(former_loss).tobytes()
+    assert dz.dtype == z.dtype and dz.shape == z.shape
+    assert dz.tobytes() == former_dz.tobytes()
+
+
+# ----------------------------------------------------------------- the table and its accuracies
+def test_losses_table_says_which_losses_have_an_accuracy():
+    assert {name: loss.count_correct is not None for name, loss in LOSSES.items()} == \
+        {"mse": False, "cross_entropy": True, "binary_cross_entropy": True}
+    assert all(loss.name == name for name, loss in LOSSES.items())
+    assert has_accuracy("ce") and has_accuracy("bce") and not has_accuracy("mse")
+
+
+def test_count_correct_judges_rows_for_cross_entropy_and_outputs_for_bce():
+    z = np.array([[2.0, 1.0, 0.0], [0.0, 3.0, 1.0], [1.0, 0.0, 5.0], [0.0, 0.0, -1.0]])
+    count = LOSSES["cross_entropy"].count_correct
+    assert count(z, np.array([0, 1, 0, 0])) == (3, 4)                 # argmax ties: the first
+    assert count(z, onehot(np.array([0, 1, 0, 0]), 3)) == (3, 4)
+    assert count(z, np.array([[0.7, 0.2, 0.1]] * 4)) == (2, 4)        # the target's likeliest class
+    y = np.array([[1.0, 0.0, 0.5], [0.0, 1.0, 0.4], [1.0, 0.0, 0.5], [0.0, 0.0, 0.6]])
+    assert LOSSES["binary_cross_entropy"].count_correct(z, y) == (8, 12)   # z > 0 against y >= 0.5
 
 
 # ----------------------------------------------------------------- closed forms through Dense

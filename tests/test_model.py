@@ -190,7 +190,7 @@ def test_named_parameters_and_dense_tensors_are_views_into_the_flat_buffers():
     assert all(np.all(view == 0.5) for view in named.values())
 
 
-def test_move_grads_rebinds_every_layer_to_the_new_buffer(rng):
+def test_use_gradient_buffer_rebinds_every_layer_to_the_new_buffer(rng):
     """fit moves model.grads where its communicator reduces fastest (an MPI shared-memory
     window on one node): backward must then write there, and nothing else may change."""
     model = MLP([3, 4, 2], seed=0)
@@ -198,7 +198,7 @@ def test_move_grads_rebinds_every_layer_to_the_new_buffer(rng):
     expected = loss_and_grads(model, X, y)[1]
     before = model.grads.copy()
     buffer = np.full_like(model.grads, np.nan)
-    model._move_grads(buffer)
+    model.use_gradient_buffer(buffer)
     assert model.grads is buffer
     np.testing.assert_array_equal(buffer, before)                      # contents carried over
     for dense in model.dense_layers:
@@ -208,12 +208,12 @@ def test_move_grads_rebinds_every_layer_to_the_new_buffer(rng):
     for name, grad in expected.items():
         np.testing.assert_array_equal(model.named_gradients()[name], grad)
     assert not np.isnan(buffer).any()
-    model._move_grads(model.grads)                                      # the same buffer: no-op
+    model.use_gradient_buffer(model.grads)                                      # the same buffer: no-op
     assert model.grads is buffer
     with pytest.raises(ValueError, match="shape"):
-        model._move_grads(np.zeros(3))
+        model.use_gradient_buffer(np.zeros(3))
     with pytest.raises(ValueError, match="dtype"):
-        model._move_grads(np.zeros(model.grads.shape, np.float32))
+        model.use_gradient_buffer(np.zeros(model.grads.shape, np.float32))
 
 
 def test_layout_describes_contiguous_spans():
@@ -297,9 +297,9 @@ def test_forward_backward_equals_loss_and_grads_with_input_gradient(rng):
 def test_internal_forward_backward_handle_zero_rows(activation):
     model = MLP([3, 4, 4, 2], activation=activation, seed=0)
     model.grads[:] = 1.0                                     # must be overwritten with exact zeros
-    logits = model._forward(np.zeros((0, 3)))
+    logits = model.forward_unchecked(np.zeros((0, 3)))
     assert logits.shape == (0, 2)
-    dX = model._backward(np.zeros((0, 2)), input_grad=True)
+    dX = model.backward_unchecked(np.zeros((0, 2)), input_grad=True)
     assert dX.shape == (0, 3)
     assert np.all(model.grads == 0.0)
 
@@ -307,7 +307,7 @@ def test_internal_forward_backward_handle_zero_rows(activation):
 def test_zero_row_shard_through_the_model_gives_zero_loss_and_gradient():
     model = MLP([3, 4, 2], seed=0)
     model.grads[:] = 1.0
-    loss, dlogits = mse(model._forward(np.zeros((0, 3))), np.zeros((0, 2)), num_samples=8)
+    loss, dlogits = mse(model.forward_unchecked(np.zeros((0, 3))), np.zeros((0, 2)), num_samples=8)
     model.backward(dlogits)                                  # the public backward accepts 0 rows
     assert loss == 0.0 and dlogits.shape == (0, 2)
     assert np.all(model.grads == 0.0)

@@ -246,18 +246,23 @@ def drive(callback, run, values, monitor="val_loss", interrupt_after=None):
     """Play fit(): per epoch set the weights to the epoch index, check, and stop when asked
     (or after epoch ``interrupt_after``, as an interrupt or another callback would). Returns
     the number of epochs trained."""
-    callback.on_train_begin(run)
+    def call(hook):                                # as fit's Run.call: only the hooks defined
+        method = getattr(callback, hook, None)
+        if method is not None:
+            method(run)
+
+    call("on_train_begin")
     epochs = 0
     for epoch, value in enumerate(values):
         epochs += 1
         run.model.params[...] = epoch
         run.step = 10 * (epoch + 1)
         run.metrics = {"loss": 0.0, monitor: value}
-        callback.on_check(run)
-        callback.on_epoch_end(run)
+        call("on_check")
+        call("on_epoch_end")
         if run.stops or epoch == interrupt_after:
             break
-    callback.on_train_end(run)
+    call("on_train_end")
     return epochs
 
 

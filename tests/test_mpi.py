@@ -113,7 +113,7 @@ def test_start_up_errors_are_collective(tmp_path):
                                        "(4, 2)); remove or impute them before training (on rank 2 of 3)"]
     # the final, uncaught error: every rank raised it, so it is printed once and all exit non-zero
     assert process.returncode != 0
-    assert process.stderr.count("ValueError: batch_size must be >= 1, got 0") == 1
+    assert process.stderr.count("CollectiveValueError: batch_size must be >= 1, got 0") == 1
 
 
 def test_a_checkpoint_from_two_ranks_resumes_on_three(tmp_path):
@@ -144,7 +144,10 @@ def test_scaling_benchmark_keeps_its_json_contract():
         assert row["step_ms"] > 0 and row["efficiency"] == pytest.approx(
             row["speedup"] / (row["ranks"] * row["threads"]), abs=1e-3)
     assert rows[2]["allreduce_share"] > 0 and rows[2]["allreduce_vs_bare"] > 0
+    half = 0.0005                                      # every ratio is rounded to 3 decimals
     for row in rows:                                   # the machine's own ceiling, beside it
-        assert row["gemm_ms"] > 0 and row["efficiency_of_ceiling"] == pytest.approx(
-            row["efficiency"] / row["gemm_efficiency"], rel=1e-2)
+        efficiency, ceiling = row["efficiency"], row["gemm_efficiency"]
+        assert row["gemm_ms"] > 0 and ceiling > half
+        assert (efficiency - half) / (ceiling + half) - half <= row["efficiency_of_ceiling"] \
+            <= (efficiency + half) / (ceiling - half) + half
     assert rows[2]["wait_ms"] >= 0

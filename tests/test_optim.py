@@ -198,7 +198,7 @@ def test_optimizer_state_round_trip_continues_identically(cls, options):
     assert saved_optimizer["step_count"] == 3 and saved_optimizer["type"] == cls.__name__
     for value in saved_optimizer.values():                 # copies, not views of the live state
         if isinstance(value, np.ndarray):
-            assert not any(np.shares_memory(value, array) for array in optimizer._buffers().values())
+            assert not any(np.shares_memory(value, array) for array in optimizer.state_arrays().values())
     expected = run(optimizer, grads[3:])
 
     resumed_model = MLP([3, 4, 2], seed=99)
@@ -243,7 +243,7 @@ def test_frozen_layers_are_unchanged_while_others_train(cls, options):
         np.testing.assert_array_equal(after[name], before[name])
     for name in ("2.weight", "2.bias"):
         assert np.all(after[name] != before[name])
-    for array in optimizer._buffers().values():             # their optimizer state too
+    for array in optimizer.state_arrays().values():             # their optimizer state too
         assert np.all(array[:16] == 0) and np.all(array[36:] == 0)
 
 

@@ -17,7 +17,8 @@ from minidl import MLP, SGD, Adam
 from minidl import checkpoint as ckpt
 from minidl.data import make_blobs, make_xor
 from minidl.monitor import EarlyStopping, ReduceLROnPlateau
-from minidl.train import History, evaluate, fit, read_history_csv, split_validation
+from minidl.checkpoint import History, read_history_csv
+from minidl.loop import evaluate, fit, split_validation
 
 SCRIPTS = Path(__file__).parent / "scripts"
 
@@ -672,3 +673,30 @@ def test_cross_entropy_on_a_single_output_is_refused():
     model = MLP([2, 4, 1], seed=0)
     with pytest.raises(ValueError, match="binary_cross_entropy"):
         fit(model, "cross_entropy", SGD(model, lr=0.1), np.zeros((8, 2)), np.zeros(8, int), epochs=1, batch_size=4)
+
+
+def test_names_from_before_the_split_still_import():
+    """minidl.train and minidl.comm were split (loop, checkpoint, parallel, simulated); the
+    names users imported from them keep working and are the same objects."""
+    import minidl.callbacks
+    import minidl.checkpoint
+    import minidl.comm
+    import minidl.loop
+    import minidl.parallel
+    import minidl.simulated
+    import minidl.train
+    for name in ("fit", "evaluate", "split_validation", "Trainer"):
+        assert getattr(minidl.train, name) is getattr(minidl.loop, name)
+    for name in ("Run", "STOP_REASONS", "TRAINER_REASONS"):
+        assert getattr(minidl.train, name) is getattr(minidl.callbacks, name)
+    for name in ("History", "Checkpoint", "read_history_csv"):
+        assert getattr(minidl.train, name) is getattr(minidl.checkpoint, name)
+    for name in ("FailureInjection", "ReplicaCheck", "SYNC_MODES", "rounding_environment"):
+        assert getattr(minidl.train, name) is getattr(minidl.parallel, name)
+    for name in ("shard", "allreduce_scalars", "collectively", "check_same"):
+        assert getattr(minidl.comm, name) is getattr(minidl.parallel, name)
+    for name in ("run_simulated", "SimComm", "SimWorld", "CollectiveTimeout", "CollectiveMismatch",
+                 "RankAborted"):
+        assert getattr(minidl.comm, name) is getattr(minidl.simulated, name)
+    with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
+        minidl.comm.nonexistent

@@ -4,7 +4,7 @@ import numpy as np
 
 from minidl import MLP, SGD, Adam
 from minidl.monitor import EarlyStopping
-from minidl.train import fit
+from minidl import fit
 
 SIZES = [5, 8, 3]
 
@@ -43,10 +43,21 @@ def max_relative_error(model, reference):
 
 
 class RowRecorder:
-    """Callback: (epoch, step, this rank's rows) of every step."""
+    """Callback: (epoch, step, this rank's rows) of every step, observed from outside: the
+    rows of ``X`` (all distinct) that the model's forward pass of the step received."""
 
-    def __init__(self):
-        self.steps = []
+    def __init__(self, X):
+        self.index = {row.tobytes(): i for i, row in enumerate(X)}
+        self.steps, self.last_input = [], None
 
-    def on_step_end(self, run):
-        self.steps.append((run.epoch, run.step, run.rows.copy()))
+    def on_train_begin(self, run):
+        forward = run.model.forward_unchecked
+
+        def recording_forward(x):                 # the step's forward, then validation's
+            self.last_input = x.copy()
+            return forward(x)
+        run.model.forward_unchecked = recording_forward
+
+    def on_step_end(self, run):                   # before any check: the step's input is last
+        rows = np.array([self.index[row.tobytes()] for row in self.last_input], dtype=np.int64)
+        self.steps.append((run.epoch, run.step, rows))

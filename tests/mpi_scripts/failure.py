@@ -7,7 +7,7 @@ MPIComm installs is what stops the ranks still waiting in their next allreduce.
 """
 from common import make_data, train
 from minidl.comm import default_comm
-from minidl.train import FailureInjection
+from minidl.parallel import FailureInjection
 
 X, y = make_data(400)
 train(default_comm(), X, y, epochs=50, batch_size=4, callbacks=[FailureInjection(rank=1, step=3)])

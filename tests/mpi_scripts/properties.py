@@ -17,7 +17,7 @@ import numpy as np
 from common import RowRecorder, early_stopping_run, make_data, max_relative_error, train
 from minidl import SGD, shared_memory
 from minidl.comm import default_comm
-from minidl.train import fit
+from minidl import fit
 
 
 class ParamsEveryStep:
@@ -47,7 +47,7 @@ def main(out):
     validation = make_data(11, seed=8)
     kwargs = dict(epochs=3, batch_size=9, validation_data=validation)
     serial, serial_history = train(None, X, y, **kwargs)
-    rows, params = RowRecorder(), ParamsEveryStep()
+    rows, params = RowRecorder(X), ParamsEveryStep()
     model, history = train(comm, X, y, callbacks=[rows, params], check_replicas=True, **kwargs)
     results["equivalence"] = max_relative_error(model, serial)
     results["slice_sizes"] = sorted({len(r) for _, _, r in rows.steps})

@@ -13,13 +13,15 @@ import numpy as np
 
 from common import make_data, train
 from minidl.comm import default_comm
+from minidl.parallel import CollectiveError
 
 
 def caught(fn):
+    """[ordinary type name, message] of the collective error fn raises (None if none)."""
     try:
         fn()
-    except (ValueError, TypeError) as error:
-        return [type(error).__name__, str(error)]
+    except CollectiveError as error:
+        return [type(error).__bases__[0].__name__, str(error)]
     return None
 
 

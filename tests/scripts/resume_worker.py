@@ -16,7 +16,7 @@ import numpy as np
 from minidl import MLP, SGD
 from minidl.data import make_blobs
 from minidl.monitor import EarlyStopping, ReduceLROnPlateau
-from minidl.train import fit
+from minidl import fit
 
 EPOCHS, BATCH, CHECK_EVERY = 8, 10, 5
 
