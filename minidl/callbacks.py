@@ -13,7 +13,8 @@ A callback is any object with some of these methods (the loop calls those it fin
 
 A callback stops training with ``run.request_stop(reason)``; one with a ``monitor``
 attribute names the metric it watches, and fit refuses a metric it does not produce; one with
-``state_dict``/``load_state_dict`` has its state saved in checkpoints and restored on resume.
+``state_dict``/``load_state_dict`` has its state saved in checkpoints and restored on resume;
+one with ``settings()`` (a JSON-like dict) has them compared across ranks at start-up.
 Stop reasons: the monitor's patience / stopping_threshold / divergence_threshold /
 non_finite, and the trainer's max_epochs, interrupted (SIGINT/SIGTERM) and external.
 """

@@ -193,7 +193,7 @@ def _load_training_state(trainer, arrays, meta):
         if meta["fit"].get(key) != value:
             raise CheckpointError(f"checkpoint was made with {key}={meta['fit'].get(key)!r}, this run has "
                                   f"{key}={value!r}: resume with the same settings")
-    if meta["environment"] != rounding_environment(trainer.comm):
+    if meta["environment"] != rounding_environment(trainer.comm) and trainer.comm.rank == 0:   # said once
         warnings.warn(f"resuming in a different environment ({meta['environment']} -> "
                       f"{rounding_environment(trainer.comm)}): results may differ by rounding",
                       RuntimeWarning, stacklevel=4)

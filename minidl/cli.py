@@ -25,7 +25,7 @@ from .losses import LOSSES
 from .model import MLP
 from .mpi import launched_by_mpi, launcher_rank, set_blas_threads
 from .optim import OPTIMIZERS
-from .parallel import CollectiveError, FailureInjection, collectively
+from .parallel import CollectiveError, FailureInjection, collectively, from_rank_zero_if_missing, on_rank_zero
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -108,14 +108,17 @@ def build_parser():
 
 
 # --------------------------------------------------------------------------- train
-def _set_up_training(args, comm):
-    """Everything before fit: output directory, configuration, data, model, optimizer, callbacks.
-
-    Runs on every rank inside ``collectively``, so a bad argument fails on all ranks alike.
-    """
-    output = prepare_output(args, comm.rank)
+def _read_run_directory(args):
+    """(output, its saved config.toml or None, whether to resume): rank 0's look at the run
+    directory, which the other ranks need not see."""
+    output = prepare_output(args)
     config_path = os.path.join(output, rundir.CONFIG)
     saved = rundir.read_toml(config_path) if args.resume and os.path.exists(config_path) else None
+    return output, saved, args.resume and os.path.exists(os.path.join(output, rundir.CHECKPOINT))
+
+
+def _checked_config(args, comm, saved):
+    """The resolved configuration, checked; applies --collective-timeout and --threads."""
     config = resolve_config(args, saved)
     if saved is not None:
         check_resume_config(config, merge_config(("the run's config.toml", saved)))
@@ -124,17 +127,26 @@ def _set_up_training(args, comm):
             raise UsageError(f"--{key.replace('_', '-')} must be >= 1, got {config[key]}")
     if (config["fail_on_rank"] is None) != (config["fail_at_step"] is None):
         raise UsageError("--fail-on-rank and --fail-at-step go together (a testing aid: raise on rank R at step S)")
+    if config["collective_timeout"] is not None:
+        if config["collective_timeout"] <= 0:
+            raise UsageError(f"--collective-timeout must be a positive number of seconds, got "
+                             f"{config['collective_timeout']}")
+        comm.collective_timeout = config["collective_timeout"]
     if config["threads"] is not None:
         try:
             set_blas_threads(config["threads"], comm)
         except ImportError as error:
             raise UsageError(f"--threads: {error}") from None
-    dataset = build_dataset(config)
+    return config
+
+
+def _build(args, comm, config, dataset, initial, output):
+    """The model (from ``initial``, the --init-from model, if any), optimizer and callbacks."""
     config["loss"] = config["loss"] or dataset.loss
     if config["loss"] == "cross_entropy" and dataset.n_outputs < 2:
         raise UsageError(f"cross_entropy needs at least 2 outputs (one per class); {dataset.name} has "
                          f"{dataset.n_outputs}: use --loss binary_cross_entropy")
-    model = build_model(config, dataset)
+    model = build_model(config, dataset, initial)
     optimizer = build_optimizer(config, model)
     from .progress import ProgressBar
     progress = ProgressBar(math.ceil(len(dataset.X_train) / config["batch_size"]), config["epochs"],
@@ -142,15 +154,30 @@ def _set_up_training(args, comm):
     callbacks = build_callbacks(config) + [progress, RunFiles(output, config, dataset.info)]
     if config["fail_on_rank"] is not None:
         callbacks.append(FailureInjection(config["fail_on_rank"], config["fail_at_step"]))
-    return output, config, dataset, model, optimizer, callbacks
+    return model, optimizer, callbacks
+
+
+def _set_up_training(args, comm):
+    """Everything before fit: output directory, configuration, data, model, optimizer, callbacks.
+
+    Every step is collective, so a bad argument fails on all ranks alike. Rank 0 alone reads
+    the run directory and the --init-from model and broadcasts what it read; a rank that
+    cannot read the data itself gets them from rank 0: no shared filesystem is needed.
+    """
+    output, saved, resume = on_rank_zero(comm, lambda: _read_run_directory(args), "run_directory")
+    config = collectively(comm, lambda: _checked_config(args, comm, saved))
+    dataset = from_rank_zero_if_missing(comm, lambda: build_dataset(config), "dataset")
+    initial = on_rank_zero(comm, lambda: config["init_from"] and rundir.load_model(config["init_from"]),
+                           "init_from")
+    model, optimizer, callbacks = collectively(comm, lambda: _build(args, comm, config, dataset, initial, output))
+    return output, resume, config, dataset, model, optimizer, callbacks
 
 
 def cmd_train(args):
     """Train, write the run directory, print the summary line; 130 when interrupted (state saved)."""
     comm = resolve_comm("auto")
-    output, config, dataset, model, optimizer, callbacks = collectively(comm, lambda: _set_up_training(args, comm))
+    output, resume, config, dataset, model, optimizer, callbacks = _set_up_training(args, comm)
     checkpoint = os.path.join(output, rundir.CHECKPOINT)
-    resume = args.resume and os.path.exists(checkpoint)
     history = fit(model, config["loss"], optimizer, dataset.X_train, dataset.y_train,
                   epochs=config["epochs"], batch_size=config["batch_size"],
                   validation_data=(dataset.X_val, dataset.y_val), callbacks=callbacks,
@@ -167,8 +194,9 @@ def cmd_train(args):
         _write_outputs(output, model, history, summary, args.plot)
         print(_summary_line(summary, config), flush=True)
     if history.stop_reason == "interrupted":
-        print(f"minidl: interrupted; the state is saved. Continue with: minidl train --output {output} --resume",
-              file=sys.stderr)
+        if comm.rank == 0:                                    # said once, as errors are
+            print(f"minidl: interrupted; the state is saved. Continue with: minidl train --output "
+                  f"{output} --resume", file=sys.stderr)
         return EXIT_INTERRUPTED
     return 0
 

@@ -10,6 +10,8 @@ of the same shape and dtype. ``label`` names the purpose of a call (``"gradients
     broadcast(array, root, label) in place: array <- root's array; returns array
     allgather(array, label)       a new (size, *array.shape) array of every rank's array
     allgather_object(obj, label)  [every rank's obj]: small control messages only (pickled)
+    broadcast_object(obj, root, label)  root's obj on every rank (pickled): what rank 0 alone
+                                  read from its disk (a checkpoint, a dataset, a config)
     barrier(label)
     gradient_buffer(grads)        where the model's flat gradient should live for the fastest
                                   allreduce_sum (MPIComm: a shared-memory window on one node)
@@ -32,7 +34,7 @@ import pickle
 
 import numpy as np
 
-from . import mpi, shared_memory
+from . import mpi, shared_memory, watchdog
 
 
 class CommStats:
@@ -81,6 +83,7 @@ class Communicator:
     rank = 0
     size = 1
     local_size = 1
+    collective_timeout = None             # seconds; MPIComm's watchdog enforces it
 
     def __init__(self):
         self.stats = CommStats()
@@ -102,6 +105,10 @@ class Communicator:
     def allgather_object(self, obj, label="allgather_object"):
         self.stats.record("allgather_object", label, len(pickle.dumps(obj)))
         return self._allgather_object(obj, label)
+
+    def broadcast_object(self, obj, root=0, label="broadcast_object"):
+        self.stats.record("broadcast_object", label, len(pickle.dumps(obj)) if self.rank == root else 0)
+        return self._broadcast_object(obj, root, label)
 
     def barrier(self, label="barrier"):
         self.stats.record("barrier", label, 0)
@@ -129,6 +136,9 @@ class SerialComm(Communicator):
     def allgather_object(self, obj, label="allgather_object"):
         return [obj]
 
+    def broadcast_object(self, obj, root=0, label="broadcast_object"):
+        return obj
+
     def barrier(self, label="barrier"):
         pass
 
@@ -138,55 +148,81 @@ class MPIComm(Communicator):
     """mpi4py's buffer (uppercase) calls on contiguous arrays; pickles only control messages.
 
     Creating one installs an excepthook that aborts the whole job when any rank dies with an
-    uncaught exception (see minidl.mpi.install_abort_hook), so a failure never hangs.
+    uncaught exception (see minidl.mpi.install_abort_hook), and a watchdog that aborts it when
+    a collective waits longer than ``collective_timeout`` seconds for a rank that is frozen or
+    gone (minidl.watchdog), so a failure never hangs.
     mpi_comm: an mpi4py communicator (default COMM_WORLD).
     """
 
-    def __init__(self, mpi_comm=None):
+    def __init__(self, mpi_comm=None, collective_timeout=None):
         super().__init__()
-        self.MPI = mpi.import_mpi()
+        timeout = watchdog.default_timeout() if collective_timeout is None else \
+            watchdog.check_timeout("collective_timeout", collective_timeout)
+        with watchdog.starting_mpi(timeout, mpi.launcher_rank()):
+            self.MPI = mpi.import_mpi()
         self.mpi_comm = self.MPI.COMM_WORLD if mpi_comm is None else mpi_comm
         self.rank, self.size = self.mpi_comm.Get_rank(), self.mpi_comm.Get_size()
         node = self.mpi_comm.Split_type(self.MPI.COMM_TYPE_SHARED)       # the ranks on this node
         self.local_size = node.Get_size()
         node.Free()
-        self._shared = []                 # SharedBuffers handed out by gradient_buffer()
+        self.shared_buffers = []          # the SharedBuffers handed out by gradient_buffer()
         mpi.install_abort_hook(self.MPI.COMM_WORLD, self.rank, self.size)
+        self.watchdog = watchdog.Watchdog(self.rank, self.size, timeout, self.MPI.COMM_WORLD.Abort)
+
+    @property
+    def collective_timeout(self):
+        """Seconds a collective may wait before the watchdog aborts the job (settable)."""
+        return self.watchdog.timeout
+
+    @collective_timeout.setter
+    def collective_timeout(self, seconds):
+        self.watchdog.timeout = watchdog.check_timeout("collective_timeout", seconds)
 
     def gradient_buffer(self, grads):
         """With every rank on one node: ``grads`` copied into this rank's part of a shared-memory
         window, which allreduce_sum then reduces by reading the other ranks' parts directly
         (minidl.shared_memory). Otherwise, or with MINIDL_SHARED_MEMORY=0, ``grads`` itself."""
-        if any(shared.local is grads for shared in self._shared):
+        if any(shared.local is grads for shared in self.shared_buffers):
             return grads                                               # moved there already
         use = self.size > 1 and self.local_size == self.size and shared_memory.enabled()
         if not all(self.allgather_object(use, "shared_memory")):       # every rank agrees
             return grads
         shared = shared_memory.SharedBuffer(self.MPI, self.mpi_comm, grads.size, grads.dtype)
         shared.local[...] = grads
-        self._shared.append(shared)
+        self.shared_buffers.append(shared)
         return shared.local
 
+    def _watched(self, label, call, *args):
+        """``call(*args)``, a blocking MPI call, under the watchdog's eye."""
+        self.watchdog.waiting(label, self.stats.by_label[label]["calls"])
+        try:
+            return call(*args)
+        finally:
+            self.watchdog.done()
+
     def _allreduce_sum(self, array, label):
-        shared = next((shared for shared in self._shared if shared.local is array), None)
+        shared = next((shared for shared in self.shared_buffers if shared.local is array), None)
         if shared is not None:
-            shared.allreduce_sum()
+            self._watched(label, shared.allreduce_sum)
         else:
-            self.mpi_comm.Allreduce(self.MPI.IN_PLACE, array, op=self.MPI.SUM)
+            self._watched(label, self.mpi_comm.Allreduce, self.MPI.IN_PLACE, array, self.MPI.SUM)
 
     def _broadcast(self, array, root, label):
-        self.mpi_comm.Bcast(array, root=root)
+        self._watched(label, self.mpi_comm.Bcast, array, root)
 
     def _allgather(self, array, label):
         gathered = np.empty((self.size,) + array.shape, array.dtype)
-        self.mpi_comm.Allgather(array, gathered)
+        self._watched(label, self.mpi_comm.Allgather, array, gathered)
         return gathered
 
     def _allgather_object(self, obj, label):
-        return self.mpi_comm.allgather(obj)
+        return self._watched(label, self.mpi_comm.allgather, obj)
+
+    def _broadcast_object(self, obj, root, label):
+        return self._watched(label, self.mpi_comm.bcast, obj, root)
 
     def _barrier(self, label):
-        self.mpi_comm.Barrier()
+        self._watched(label, self.mpi_comm.Barrier)
 
 
 # ---------------------------------------------------------------------- helpers
@@ -194,11 +230,25 @@ _process_comm = None
 
 
 def default_comm():
-    """This process's communicator: MPIComm over COMM_WORLD if an MPI launcher started the
-    process (then BLAS threads are set to cores / local ranks), else SerialComm. Cached."""
+    """This process's communicator: MPIComm over COMM_WORLD if an MPI launcher (or srun, for
+    a step of several tasks) started the process (then BLAS threads are set to cores / local
+    ranks), else SerialComm. Cached.
+
+    A ValueError (a CollectiveError: every process raises it alike, the CLI prints it once)
+    when the launcher started N processes but MPI's world holds another number, e.g.
+    ``srun -n 2`` with an MPI that does not speak Slurm's PMI: one line with the likely cause
+    and the fix (minidl.mpi.start_mpi), before anything is trained or written. MPI_Init runs
+    there, under the watchdog's guard (minidl.watchdog.starting_mpi) as in MPIComm.
+    """
     global _process_comm
     if _process_comm is None:
         if mpi.launched_by_mpi():
+            try:
+                with watchdog.starting_mpi(watchdog.default_timeout(), mpi.launcher_rank()):
+                    mpi.start_mpi()
+            except ValueError as error:
+                from .parallel import collective_error      # parallel imports this module
+                raise collective_error(ValueError, str(error)) from None
             _process_comm = MPIComm()
             mpi.set_blas_threads(None, _process_comm)
         else:

@@ -117,6 +117,9 @@ SECTIONS = {                      # section of `minidl train --help` -> its opti
         Option("sync", str, "grad", "data-parallel mode under mpiexec", SYNC_MODES),
         Option("sync_every", int, 1, "with --sync params: average parameters every K steps"),
         Option("threads", int, None, "BLAS threads per process (default: cores / local ranks)"),
+        Option("collective_timeout", float, None, "seconds a collective may wait for a frozen or lost rank "
+                                                  "before the job is aborted (default: $MINIDL_COLLECTIVE_TIMEOUT, "
+                                                  "else 600)"),
         Option("check_replicas", bool, False, "debugging aid: after every step, check that all ranks "
                                               "hold bit-identical parameters (a hash allgather)"),
         Option("fail_on_rank", int, None, "testing aid: raise on this rank ..."),
@@ -126,7 +129,8 @@ SECTIONS = {                      # section of `minidl train --help` -> its opti
 TRAIN_OPTIONS = [option for options in SECTIONS.values() for option in options]
 OPTIONS = {option.key: option for option in TRAIN_OPTIONS}
 # Keys that may differ when resuming: they do not change the trajectory.
-RESUME_MAY_CHANGE = ("epochs", "threads", "check_replicas", "fail_on_rank", "fail_at_step")
+RESUME_MAY_CHANGE = ("epochs", "threads", "collective_timeout", "check_replicas", "fail_on_rank",
+                     "fail_at_step")
 
 
 def _coerce(option, value, origin):
@@ -184,9 +188,9 @@ def resolve_config(args, saved=None):
 
 
 # --------------------------------------------------------------------------- the run directory
-def prepare_output(args, rank=0):
+def prepare_output(args):
     """The run directory of ``args.output`` (default runs/<timestamp>), checked against
-    --resume / --overwrite; with --overwrite, rank 0 deletes minidl's files in it."""
+    --resume / --overwrite; with --overwrite, minidl's files in it are deleted. Rank 0's job."""
     output = args.output or os.path.join("runs", datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
     if os.path.exists(output) and not os.path.isdir(output):
         raise UsageError(f"--output {output} exists and is not a directory")
@@ -196,7 +200,7 @@ def prepare_output(args, rank=0):
     if non_empty and not (args.resume or args.overwrite):
         raise UsageError(f"{output} is not empty: pass --resume to continue that run, --overwrite to "
                          f"replace it, or another --output")
-    if args.overwrite and rank == 0:                  # one rank deletes, the others only check
+    if args.overwrite:
         for name in rundir.OUTPUTS:
             if os.path.exists(os.path.join(output, name)):
                 os.unlink(os.path.join(output, name))
@@ -233,12 +237,12 @@ def build_dataset(config):
                         xor_points=config["xor_points"])
 
 
-def build_model(config, dataset):
-    """A new model for ``dataset``, or the --init-from one (with --new-head, a new output
-    layer); then --freeze. With --init-from, config["hidden"] and ["activation"] are set to
-    the loaded model's, so that config.toml describes the model trained."""
+def build_model(config, dataset, initial=None):
+    """A new model for ``dataset``, or ``initial``, the --init-from model (with --new-head, a
+    new output layer); then --freeze. With --init-from, config["hidden"] and ["activation"] are
+    set to the loaded model's, so that config.toml describes the model trained."""
     if config["init_from"]:
-        model = rundir.load_model(config["init_from"])
+        model = initial or rundir.load_model(config["init_from"])
         if model.in_features != dataset.n_features:
             raise UsageError(f"--init-from model takes {model.in_features} inputs, {dataset.name} has "
                              f"{dataset.n_features} features")

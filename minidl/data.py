@@ -15,6 +15,7 @@ import gzip
 import hashlib
 import math
 import os
+import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -155,24 +156,30 @@ def _file_digest(path, algorithm):
 
 
 def _download(url, path, algorithm, expected):
-    """Fetch url to path (atomically, with a progress bar) and verify its checksum."""
+    """Fetch url to path (atomically, with a progress bar) and verify its checksum.
+
+    The download goes to a temporary file of its own (several processes of one job may fetch
+    into the same cache at once: none ever writes another's file), is checked, then renamed
+    over ``path``, so a reader finds the whole verified file or none.
+    """
     from tqdm import tqdm
-    partial = path + ".part"
+    fd, partial = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".part",
+                                   dir=os.path.dirname(path))
     try:
-        with urllib.request.urlopen(url, timeout=30) as response, open(partial, "wb") as out:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=30) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, desc=os.path.basename(path)) as bar:
                 for chunk in iter(lambda: response.read(1 << 16), b""):
                     out.write(chunk)
                     bar.update(len(chunk))
+        if _file_digest(partial, algorithm) != expected:
+            raise DataError(f"{url} downloaded, but its {algorithm} checksum is wrong; not using it")
+        os.replace(partial, path)
     except (urllib.error.URLError, OSError, TimeoutError) as error:
+        raise DataError(f"could not download {url} ({error})") from None
+    finally:
         if os.path.exists(partial):
             os.unlink(partial)
-        raise DataError(f"could not download {url} ({error})") from None
-    if _file_digest(partial, algorithm) != expected:
-        os.unlink(partial)
-        raise DataError(f"{url} downloaded, but its {algorithm} checksum is wrong; not using it")
-    os.replace(partial, path)
 
 
 def _find_local(directory, name):

@@ -1,7 +1,7 @@
 """fit(): the one training loop, for one process and for many.
 
     Trainer.fit    for each epoch: shuffle, then a step per global batch and a check
-    Trainer.step   forward -> loss -> backward -> reduce -> (agree to go on) -> update
+    Trainer.step   forward -> loss -> backward -> reduce (and agree to go on) -> update
     Trainer.check  training metrics, validation, agreement, callbacks, the stop vote
 
 Distributed training is this same loop with two objects handed in: a communicator
@@ -29,8 +29,9 @@ from .losses import LOSSES, check_loss_targets, loss_kernel, resolve_loss
 from .model import MLP
 from .optim import Optimizer
 from .parallel import (ReplicaCheck, agree_on_stop, allreduce_scalars, check_agreement, check_same,
-                       collectively, fingerprint, shard, sync_strategy)
+                       collectively, fingerprint, on_rank_zero, shard, sync_strategy)
 from .validation import check_inputs, check_non_negative_int, check_positive_int, check_real
+from .watchdog import check_timeout
 
 
 class Trainer:
@@ -42,11 +43,14 @@ class Trainer:
         self._started = time.perf_counter()
         stats_before = self.comm.stats.snapshot() if stats_before is None else stats_before
         check_same(self.comm, "the training configuration", self.fingerprint())
-        collectively(self.comm, lambda: self._begin(resume))
+        collectively(self.comm, lambda: self.call("on_train_begin"))
+        if resume:                                     # rank 0 alone reads the file
+            state = on_rank_zero(self.comm, lambda: load_checkpoint(self._checkpoint_to_resume()), "resume")
+            collectively(self.comm, lambda: load_training_state(self, *state))
         self.comm.broadcast(model.params, label="initial_state")      # rank 0's state for all
         for array in self.optimizer.state_arrays().values():
             self.comm.broadcast(array, label="initial_state")
-        model.use_gradient_buffer(self.comm.gradient_buffer(model.grads))
+        self.sync.start()                                               # where gradients are summed
         self._stats_startup = self.comm.stats.since(stats_before)
         self._stats_loop = self.comm.stats.snapshot()
         with _catch_interrupts(run):
@@ -78,9 +82,10 @@ class Trainer:
         logits = model.forward_unchecked(xb)                  # (n, C)
         value, dlogits = self.loss_fn(logits, yb, divisor)
         model.backward_unchecked(dlogits)                     # overwrites model.grads
-        steps = self.sync.reduce_gradients(rows)              # grad sync: the global-batch gradient
-        if self.vote("non_finite" if not math.isfinite(value) else None,
-                     "interrupted" if run.interrupted else None):
+        votes = (run.stop_requested, "non_finite" if not math.isfinite(value) else None,
+                 "interrupted" if run.interrupted else None)      # this rank's reasons to stop
+        run.stop_reason, steps = self.sync.reduce(rows, votes)    # summed gradients, agreed vote
+        if run.stop_reason is not None:
             return False                                      # e.g. no update from a NaN step
         if steps:
             self.optimizer.step()
@@ -112,16 +117,8 @@ class Trainer:
                                     **metrics, "time": run.elapsed + self.elapsed_now()})
         self.call("on_check")
         run.check += 1
-        self.vote()
+        run.stop_reason = agree_on_stop(self.comm, STOP_REASONS, (run.stop_requested,))
         self.call("on_check_end")
-
-    def vote(self, *reasons):
-        """The ranks vote on stopping, for this rank's ``reasons`` and any callback's request;
-        True when they stop (run.stop_reason then holds the agreed reason)."""
-        reason = agree_on_stop(self.comm, STOP_REASONS, (self.run.stop_requested,) + reasons)
-        if reason is not None:
-            self.run.stop_reason = reason
-        return reason is not None
 
     def call(self, hook):
         """Call ``hook`` (e.g. "on_step_end") of every callback that has it, in order."""
@@ -142,12 +139,10 @@ class Trainer:
         return buffers
 
     # ------------------------------------------------------------------ start and end
-    def _begin(self, resume):
-        self.call("on_train_begin")
-        if resume:
-            if self.checkpoint_path is None:
-                raise ValueError("resume=True needs checkpoint=PATH to resume from")
-            load_training_state(self, *load_checkpoint(self.checkpoint_path))
+    def _checkpoint_to_resume(self):
+        if self.checkpoint_path is None:
+            raise ValueError("resume=True needs checkpoint=PATH to resume from")
+        return self.checkpoint_path
 
     def _finish(self):
         run, history = self.run, self.run.history
@@ -180,8 +175,8 @@ class Trainer:
         startup and training map a label (gradients, stop_vote, metrics, validation, params,
         initial_state, fingerprint, errors, checkpoint, replica_check) to {"op", "calls",
         "bytes"} with bytes the payload per rank; per_step is the training total / steps.
-        With sync="grad" a step costs one "gradients" allreduce of the whole gradient buffer
-        plus one "stop_vote" allreduce of len(STOP_REASONS) float64s.
+        With sync="grad" a step costs one collective: the "gradients" allreduce of the whole
+        gradient buffer, with the step's stop vote (len(STOP_REASONS) elements) at its end.
         """
         training = self.comm.stats.since(self._stats_loop)
         steps = max(self.run.step, 1)
@@ -199,7 +194,8 @@ class Trainer:
     # ------------------------------------------------------------------ set-up
     def __init__(self, model, loss, optimizer, X, y, *, epochs, batch_size, validation_data=None,
                  validation_split=0.0, callbacks=(), seed=0, check_every_steps=None, comm=None,
-                 sync="grad", sync_every=1, check_replicas=False, checkpoint=None):
+                 sync="grad", sync_every=1, check_replicas=False, checkpoint=None,
+                 collective_timeout=None):
         if not isinstance(model, MLP):
             raise TypeError(f"model must be a minidl.MLP, got {type(model).__name__}")
         if not isinstance(optimizer, Optimizer) or optimizer.model is not model:
@@ -216,7 +212,9 @@ class Trainer:
         self.check_every_steps = None if check_every_steps is None else \
             check_positive_int("check_every_steps", check_every_steps)
         self.comm = resolve_comm(comm)
-        self.sync = sync_strategy(sync, sync_every, self.comm, model)
+        if collective_timeout is not None:
+            self.comm.collective_timeout = check_timeout("collective_timeout", collective_timeout)
+        self.sync = sync_strategy(sync, sync_every, self.comm, model, STOP_REASONS)
         self.model, self.optimizer = model, optimizer
         self.X, self.y, self.validation = _training_data(self.loss, model, X, y, validation_data,
                                                          validation_split)
@@ -257,7 +255,8 @@ class Trainer:
 
 def fit(model, loss, optimizer, X, y, *, epochs, batch_size, validation_data=None,
         validation_split=0.0, callbacks=(), seed=0, check_every_steps=None, comm="auto",
-        sync="grad", sync_every=1, check_replicas=False, checkpoint=None, resume=False):
+        sync="grad", sync_every=1, check_replicas=False, checkpoint=None, resume=False,
+        collective_timeout=None):
     """Train ``model`` in place on (X, y) and return its History.
 
     loss: "cross_entropy", "mse" or "binary_cross_entropy".  optimizer: built on ``model``.
@@ -278,9 +277,12 @@ def fit(model, loss, optimizer, X, y, *, epochs, batch_size, validation_data=Non
     check_replicas: after every step at which the ranks should agree, compare a hash of the
         parameters across ranks and raise RuntimeError if they differ (a debugging aid).
     checkpoint: a path; the full training state is saved there at every check and at the end
-        (by rank 0; every rank reads it to resume, on any number of ranks).
+        by rank 0, which alone reads it to resume and broadcasts it (on any number of ranks;
+        no shared filesystem needed).
     resume: continue from ``checkpoint``; in the same environment the result is bit-for-bit
         that of a run never interrupted.
+    collective_timeout: seconds a collective may wait for a frozen or lost rank before the
+        job is aborted with a message (default: MINIDL_COLLECTIVE_TIMEOUT, else 600; MPI only).
 
     Start-up is collective: a ValueError/TypeError on any rank (bad input, a checkpoint
     mismatch) or ranks disagreeing on the configuration raise the same error on every rank.
@@ -292,7 +294,8 @@ def fit(model, loss, optimizer, X, y, *, epochs, batch_size, validation_data=Non
         model, loss, optimizer, X, y, epochs=epochs, batch_size=batch_size,
         validation_data=validation_data, validation_split=validation_split, callbacks=callbacks,
         seed=seed, check_every_steps=check_every_steps, comm=comm, sync=sync,
-        sync_every=sync_every, check_replicas=check_replicas, checkpoint=checkpoint))
+        sync_every=sync_every, check_replicas=check_replicas, checkpoint=checkpoint,
+        collective_timeout=collective_timeout))
     return trainer.fit(resume, stats_before)
 
 

@@ -306,9 +306,23 @@ class MLP:
         self._cache_from_forward = False
         return outputs
 
+    def __reduce__(self):
+        """Pickled as architecture, parameters and frozen flags (the layers' views into the flat
+        buffers are rebuilt), so that a model can travel between ranks (broadcast_object)."""
+        return _rebuild, (self.config(), self.params, [dense.trainable for dense in self.dense_layers])
+
     def __repr__(self):
         return (f"MLP(sizes={list(self.sizes)}, activation={list(self.activations)}, "
                 f"dtype={self.dtype.name!r}, num_parameters={self.num_parameters})")
+
+
+def _rebuild(config, params, trainable):
+    """The model MLP.__reduce__ describes."""
+    model = MLP(**config)
+    model.params[...] = params
+    for dense, flag in zip(model.dense_layers, trainable):
+        dense.trainable = flag
+    return model
 
 
 def loss_and_grads(model, X, y, loss="cross_entropy"):

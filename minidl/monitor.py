@@ -72,6 +72,7 @@ class _Monitor:
     resolved "min" or "max".
     """
     _STATE = {}          # state attribute -> validator, for state_dict/load_state_dict
+    _SETTINGS = ("monitor", "mode", "min_delta", "patience")   # and each subclass's own settings
 
     def __init__(self, monitor, mode, min_delta, patience):
         if not isinstance(monitor, str) or not monitor:
@@ -83,6 +84,10 @@ class _Monitor:
         self.min_delta = abs(check_real("min_delta", min_delta))       # Keras: abs(min_delta)
         self.patience = check_non_negative_int("patience", patience)
         self.reset()
+
+    def settings(self):
+        """The settings (not the state): fit compares them across ranks at start-up."""
+        return {name: getattr(self, name) for name in self._SETTINGS}
 
     def _score(self, value):
         """s * value: higher is better in either mode (negation is exact in floating point)."""
@@ -161,6 +166,8 @@ class EarlyStopping(_Monitor):
     when fit checks once per epoch); ``best_check`` and ``stopped_check`` are the same
     numbers under names that say so. fit's History turns them into epochs.
     """
+    _SETTINGS = _Monitor._SETTINGS + ("baseline", "restore_best_weights", "start_from_epoch",
+                                  "stopping_threshold", "divergence_threshold", "check_finite")
     _STATE = {"num_checks": _count, "best": _maybe_real, "best_epoch": _maybe_count,
               "best_step": _maybe_count, "best_weights": _maybe_array, "wait": _count,
               "stopped_epoch": _maybe_count, "stopped_step": _maybe_count, "stop_reason": _reason}
@@ -269,6 +276,7 @@ class ReduceLROnPlateau(_Monitor):
     learning rate already at min_lr is never "reduced" again. A non-finite value is no
     improvement and never becomes best (Keras takes a NaN first value as best).
     """
+    _SETTINGS = _Monitor._SETTINGS + ("factor", "cooldown", "min_lr")
     _STATE = {"best": _maybe_real, "wait": _count, "cooldown_counter": _count,
               "num_reductions": _count}
 

@@ -4,11 +4,13 @@ The loop (minidl/loop.py) never asks "am I distributed?". It hands its communica
 pieces below, and with one process (SerialComm) every collective is the identity:
 
     GradientAveraging, LocalSGD   the two sync strategies: which rows a rank takes, what
-                                  happens to its gradient, after a step, before a check
+                                  happens to its gradient (and the step's stop vote), after
+                                  a step, before a check
     agree_on_stop                 the stop vote: every rank takes the same stop decision
     check_agreement               the metrics every monitor decides on are bit-identical
     fingerprint, check_same       every rank runs the same configuration on the same data
     collectively, CollectiveError start-up errors raised on every rank alike, so none waits
+    on_rank_zero, from_rank_zero_if_missing   files only rank 0 sees (no shared filesystem)
     rounding_environment          what, besides the data, decides the rounding of a run
     ReplicaCheck, FailureInjection callbacks: a debugging aid and a testing aid
 
@@ -73,6 +75,33 @@ def collectively(comm, action):
     raise collective_error(kind, message) from mine
 
 
+def on_rank_zero(comm, read, label):
+    """``read()`` on rank 0 alone, its result broadcast to every rank: for what only rank 0
+    needs to see (a checkpoint, --init-from weights, the run directory; no shared filesystem).
+    Its ValueError/TypeError is raised on every rank."""
+    return comm.broadcast_object(collectively(comm, lambda: read() if comm.rank == 0 else None), 0, label)
+
+
+def from_rank_zero_if_missing(comm, load, label):
+    """``load()`` on every rank (e.g. a dataset from local files); a rank where it fails with
+    an OSError or ValueError gets rank 0's result instead, so only rank 0 must see the files.
+    Rank 0's failure is raised on every rank."""
+    try:
+        mine, failure = load(), None
+    except (OSError, ValueError) as error:
+        mine, failure = None, error
+    missing = comm.allgather_object(failure is not None, label)
+    if not any(missing):
+        return mine
+
+    def rank_zero_has_it():
+        if comm.rank == 0 and failure is not None:
+            raise failure if isinstance(failure, ValueError) else ValueError(str(failure))
+    collectively(comm, rank_zero_has_it)
+    theirs = comm.broadcast_object(mine if comm.rank == 0 else None, 0, label)
+    return theirs if failure is not None else mine
+
+
 def check_same(comm, what, fingerprint):
     """Raise the same ValueError on every rank unless all ranks pass an equal ``fingerprint``.
 
@@ -103,8 +132,9 @@ def allreduce_scalars(comm, values, label="scalars"):
 
 # ---------------------------------------------------------------------- sync strategies
 class GradientAveraging:
-    """sync="grad": one allreduce of the gradient per step, so N ranks follow the 1-process
-    trajectory of the same global batch up to rounding (docs/data_parallel.md).
+    """sync="grad": one allreduce per step of the gradient, with the stop vote riding at its
+    end, so N ranks follow the 1-process trajectory of the same global batch up to rounding
+    (docs/data_parallel.md).
 
     Each rank divides its loss by the GLOBAL batch size; the ranks' gradients then add up to
     the gradient of the global-batch mean, and every rank applies that same update, also a
@@ -113,17 +143,35 @@ class GradientAveraging:
 
     in_sync = True                        # every rank always holds the same parameters
 
-    def __init__(self, comm, model):
-        self.comm, self.model = comm, model
+    def __init__(self, comm, model, stop_reasons):
+        self.comm, self.model, self.stop_reasons = comm, model, stop_reasons
+        self.fused = self.votes = None
+
+    def start(self):
+        """Make the gradient buffer one element per stop reason longer, in the place where the
+        communicator sums fastest (Communicator.gradient_buffer): model.grads is its head and
+        the vote its tail, so that one collective per step carries both. Collective."""
+        grads, size = self.model.grads, self.model.num_parameters
+        fused = grads.base                                    # kept from an earlier fit?
+        if not (isinstance(fused, np.ndarray) and fused.shape == (size + len(self.stop_reasons),)
+                and fused.dtype == grads.dtype and fused.ctypes.data == grads.ctypes.data):
+            fused = np.concatenate([grads, np.zeros(len(self.stop_reasons), grads.dtype)])
+        self.fused = self.comm.gradient_buffer(fused)
+        self.model.use_gradient_buffer(self.fused[:size])
+        self.votes = self.fused[size:]
 
     def share(self, global_rows):
         """(this rank's rows, the divisor of its loss)."""
         return shard(global_rows, self.comm.rank, self.comm.size), len(global_rows)
 
-    def reduce_gradients(self, rows):
-        """Sum the gradients over ranks; returns whether this rank takes the optimizer step."""
-        self.comm.allreduce_sum(self.model.grads, "gradients")   # -> the global-batch gradient
-        return True
+    def reduce(self, rows, votes):
+        """Sum the gradients and the stop votes over ranks in one allreduce.
+
+        Returns (the agreed stop reason or None, whether this rank takes the optimizer step).
+        """
+        self.votes[...] = ballot(self.stop_reasons, votes)
+        self.comm.allreduce_sum(self.fused, "gradients")    # -> the global-batch gradient
+        return verdict(self.stop_reasons, self.votes), True
 
     def after_step(self, step, rows):
         """Nothing: the ranks are still in sync."""
@@ -138,21 +186,24 @@ class LocalSGD:
     trained on, every ``every`` steps, before every check and at the end.
     """
 
-    def __init__(self, comm, model, every):
-        self.comm, self.model, self.every = comm, model, every
+    def __init__(self, comm, model, stop_reasons, every):
+        self.comm, self.model, self.stop_reasons, self.every = comm, model, stop_reasons, every
         self.unsynced_steps = self.local_samples = 0          # since the last average
 
     @property
     def in_sync(self):
         return self.unsynced_steps == 0
 
+    def start(self):
+        """Nothing: the gradients stay on their rank."""
+
     def share(self, global_rows):
         rows = shard(global_rows, self.comm.rank, self.comm.size)
         return rows, max(len(rows), 1)
 
-    def reduce_gradients(self, rows):
-        """Nothing to reduce; a rank without rows has no gradient and takes no step."""
-        return len(rows) > 0
+    def reduce(self, rows, votes):
+        """No gradient to sum, only the stop vote; a rank without rows takes no step."""
+        return agree_on_stop(self.comm, self.stop_reasons, votes), len(rows) > 0
 
     def after_step(self, step, rows):
         self.unsynced_steps += 1
@@ -178,8 +229,9 @@ class LocalSGD:
         self.unsynced_steps = self.local_samples = 0
 
 
-def sync_strategy(sync, sync_every, comm, model):
-    """The strategy object for fit's ``sync`` and ``sync_every`` arguments."""
+def sync_strategy(sync, sync_every, comm, model, stop_reasons):
+    """The strategy object for fit's ``sync`` and ``sync_every`` arguments; ``stop_reasons``
+    are the reasons of the stop vote, in priority order."""
     if sync not in SYNC_MODES:
         raise ValueError(f"sync must be one of {SYNC_MODES}, got {sync!r}")
     every = check_positive_int("sync_every", sync_every)
@@ -187,26 +239,36 @@ def sync_strategy(sync, sync_every, comm, model):
         if every != 1:
             raise ValueError(f"sync_every={sync_every} has no effect with sync='grad' (gradients "
                              f"are averaged at every step); use sync='params' for local SGD")
-        return GradientAveraging(comm, model)
-    return LocalSGD(comm, model, every)
+        return GradientAveraging(comm, model, stop_reasons)
+    return LocalSGD(comm, model, stop_reasons, every)
 
 
 # ---------------------------------------------------------------------- agreeing
-def agree_on_stop(comm, stop_reasons, votes):
-    """The stop vote: one small allreduce; returns the agreed reason, or None to go on.
-
-    ``votes`` are this rank's pending reasons (None entries are ignored): a callback's
-    request, an interrupt, a non-finite loss. The first of ``stop_reasons`` (they are in
-    priority order) that any rank voted for wins, so every rank gets the same answer.
-    """
+def ballot(stop_reasons, votes):
+    """This rank's ballot: 1 for each of ``stop_reasons`` it votes for (None votes are none)."""
     ballot = np.zeros(len(stop_reasons))
     for reason in votes:
         if reason is not None:
             ballot[stop_reasons.index(reason)] = 1
-    ballot = comm.allreduce_sum(ballot, "stop_vote")
-    if not ballot.any():                                   # the usual step: nobody votes to stop
+    return ballot
+
+
+def verdict(stop_reasons, ballots):
+    """The first of ``stop_reasons`` (they are in priority order) that the summed ``ballots``
+    give a vote, or None: the usual step, where nobody votes to stop."""
+    if not ballots.any():
         return None
-    return next(reason for reason, count in zip(stop_reasons, ballot) if count)
+    return next(reason for reason, count in zip(stop_reasons, ballots) if count)
+
+
+def agree_on_stop(comm, stop_reasons, votes):
+    """The stop vote on its own: one small allreduce; returns the agreed reason, or None.
+
+    ``votes`` are this rank's pending reasons: a callback's request, an interrupt, a
+    non-finite loss. Every rank gets the same answer. (With sync="grad", a step's vote
+    travels in the gradient allreduce instead: GradientAveraging.reduce.)
+    """
+    return verdict(stop_reasons, comm.allreduce_sum(ballot(stop_reasons, votes), "stop_vote"))
 
 
 def check_agreement(comm, metrics, check):
@@ -227,8 +289,10 @@ def check_agreement(comm, metrics, check):
 def fingerprint(fit_config, model, optimizer, callbacks, arrays):
     """What all ranks must agree on before training; compared by ``check_same``.
 
-    The model's init seed is left out on purpose: every rank starts from rank 0's broadcast
-    weights. The data enter as CRC-32 checksums.
+    Callbacks enter by type and, when they have a ``settings()`` method (EarlyStopping,
+    ReduceLROnPlateau, FailureInjection), by their settings. The model's init seed is left
+    out on purpose: every rank starts from rank 0's broadcast weights. The data enter as
+    CRC-32 checksums.
     """
     architecture = model.config()
     del architecture["seed"]
@@ -236,6 +300,8 @@ def fingerprint(fit_config, model, optimizer, callbacks, arrays):
             "trainable": [dense.trainable for dense in model.dense_layers],
             "optimizer": [type(optimizer).__name__, optimizer.hyperparameters()],
             "callbacks": [type(callback).__name__ for callback in callbacks],
+            **{f"callbacks[{index}].{name}": value for index, callback in enumerate(callbacks)
+               if hasattr(callback, "settings") for name, value in callback.settings().items()},
             "data_crc32": [zlib.crc32(array) for array in arrays]}
 
 
@@ -281,6 +347,9 @@ class FailureInjection:
     def __init__(self, rank, step):
         self.rank = check_non_negative_int("rank", rank)
         self.step = check_positive_int("step", step)
+
+    def settings(self):
+        return {"rank": self.rank, "step": self.step}
 
     def on_train_begin(self, run):
         if self.rank >= run.comm.size:

@@ -148,6 +148,9 @@ class SimComm(Communicator):
     def _allgather_object(self, obj, label):
         return self.world.exchange(self.rank, ("allgather_object", label), pickle.dumps(obj))
 
+    def _broadcast_object(self, obj, root, label):
+        return self.world.exchange(self.rank, ("allgather_object", label), pickle.dumps(obj))[root]
+
     def _barrier(self, label):
         self.world.exchange(self.rank, ("barrier", label), None)
 

@@ -1,6 +1,7 @@
 """Shared test configuration: tolerances, the error metric, hypothesis profiles, fixtures."""
 import os
 import signal
+import subprocess
 import time
 
 import numpy as np
@@ -20,6 +21,22 @@ settings.register_profile("ci", deadline=None, derandomize=True, max_examples=60
 settings.register_profile("dev", deadline=None, max_examples=60,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+
+def run_in_session(command, timeout, **popen_kwargs):
+    """Run ``command`` in a session of its own: (CompletedProcess, seconds). Still running after
+    ``timeout`` seconds, it is killed with everything it started and the test fails: a hang is
+    a failure, never a stuck suite."""
+    started = time.perf_counter()
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True, **popen_kwargs) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            stdout, stderr = process.communicate()
+            pytest.fail(f"`{' '.join(map(str, command))}` still ran after {timeout} s (a hang)\n{stderr[-3000:]}")
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr), time.perf_counter() - started
 
 
 def assert_close(actual, expected, tol, what=""):

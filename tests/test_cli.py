@@ -263,6 +263,8 @@ ERRORS = {
     "nan_lr": (["train", "--dataset", "blobs", "--lr", "nan"], ["lr = nan"]),
     "zero_epochs": (["train", "--dataset", "blobs", "--epochs", "0"], ["--epochs must be >= 1"]),
     "zero_batch_size": (["train", "--dataset", "blobs", "--batch-size", "0"], ["--batch-size must be >= 1"]),
+    "zero_collective_timeout": (["train", "--dataset", "blobs", "--collective-timeout", "0"],
+                                ["--collective-timeout must be a positive number of seconds"]),
     "fractions": (["train", "--dataset", "blobs", "--val-fraction", "0.6", "--test-fraction", "0.5"],
                   ["leaves no training data"]),
     "resume_missing_dir": (["train", "--resume", "--output", "{dir}/nothere"], ["nothing to resume"]),

@@ -1,7 +1,12 @@
 """Communicators: the simulated ranks' collectives and safety nets, collective errors,
 launcher detection, BLAS threads. (fit's distributed properties: test_distributed.py.)"""
+import importlib.util
+import os
+import re
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -315,3 +320,173 @@ def test_blas_threads_without_threadpoolctl(monkeypatch):
         mpi.set_blas_threads(2)
     with pytest.warns(RuntimeWarning, match="oversubscribe"):
         assert mpi.set_blas_threads() is None
+
+
+# ------------------------------------------------------------------ launch detection (Slurm too)
+# What the launchers set, as measured under Slurm 22.05 and MPICH's Hydra (docs/cluster.md).
+SRUN_TASK = {"SLURM_JOB_ID": "7", "SLURM_PROCID": "1", "SLURM_STEP_ID": "0", "SLURM_STEPID": "0",
+             "SLURM_NTASKS": "2", "SLURM_STEP_NUM_TASKS": "2", "SLURM_LOCALID": "1"}
+SRUN_PMI2 = dict(SRUN_TASK, PMI_RANK="1", PMI_SIZE="2", PMI_FD="13", PMI_JOBID="7.0")
+SRUN_PMIX = dict(SRUN_TASK, PMIX_RANK="1", PMIX_NAMESPACE="slurm.pmix.7.0")
+SBATCH_SCRIPT = {"SLURM_JOB_ID": "7", "SLURM_PROCID": "0", "SLURM_NTASKS": "2", "SLURM_NPROCS": "2",
+                 "SLURM_LOCALID": "0"}
+SALLOC_SHELL = {"SLURM_JOB_ID": "7", "SLURM_NTASKS": "2", "SLURM_NPROCS": "2"}
+ONE_TASK_STEP = dict(SRUN_TASK, SLURM_PROCID="0", SLURM_NTASKS="1", SLURM_STEP_NUM_TASKS="1")
+# mpiexec inside an allocation: Hydra starts its proxy as a one-task srun step
+MPIEXEC_IN_ALLOCATION = dict(ONE_TASK_STEP, PMI_RANK="1", PMI_SIZE="2", PMI_FD="6")
+
+
+@pytest.mark.parametrize("environ, launcher, rank, expected", [
+    ({}, None, 0, None),
+    ({"PMI_RANK": "1", "PMI_SIZE": "3"}, "PMI_RANK", 1, ("Hydra/PMI", 3)),
+    ({"PMI_SIZE": "3"}, "PMI_SIZE", 0, ("Hydra/PMI", 3)),
+    ({"PMIX_RANK": "2"}, "PMIX_RANK", 2, None),                               # PMIx sets no size
+    ({"OMPI_COMM_WORLD_RANK": "3", "OMPI_COMM_WORLD_SIZE": "4"}, "OMPI_COMM_WORLD_RANK", 3, ("Open MPI", 4)),
+    ({"MV2_COMM_WORLD_RANK": "1", "MV2_COMM_WORLD_SIZE": "5"}, "MV2_COMM_WORLD_RANK", 1, ("MVAPICH", 5)),
+    (SRUN_TASK, "SLURM_PROCID", 1, ("srun", 2)),                              # srun --mpi=none
+    (SRUN_PMI2, "PMI_RANK", 1, ("srun", 2)),
+    (SRUN_PMIX, "PMIX_RANK", 1, ("srun", 2)),
+    (SBATCH_SCRIPT, None, 0, None),                                           # not a step task
+    (SALLOC_SHELL, None, 0, None),
+    (ONE_TASK_STEP, None, 0, ("srun", 1)),                                    # srun python x.py: serial
+    (MPIEXEC_IN_ALLOCATION, "PMI_RANK", 1, ("Hydra/PMI", 2)),
+])
+def test_launch_detection_under_each_launcher(environ, launcher, rank, expected):
+    assert mpi.launched_by_mpi(environ) == launcher
+    assert mpi.launcher_rank(environ) == rank
+    assert mpi.expected_world_size(environ) == expected
+
+
+def test_every_launcher_variable_is_in_the_table():
+    for row in mpi.LAUNCHERS:
+        assert len(row) == 3 and row[0] in mpi.LAUNCHER_VARIABLES
+    recognised_before_slurm = {"PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE",
+                               "MV2_COMM_WORLD_RANK", "MV2_COMM_WORLD_SIZE"}
+    for name in recognised_before_slurm:                          # each alone still identifies its launcher
+        assert mpi.launched_by_mpi({name: "1"}) == name
+    assert recognised_before_slurm | {"SLURM_PROCID", "SLURM_STEP_NUM_TASKS", "SLURM_STEP_ID"} <= \
+        set(mpi.LAUNCHER_VARIABLES)
+
+
+def test_launcher_rank_reads_os_environ_for_the_cli(monkeypatch):
+    for name in mpi.LAUNCHER_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in SRUN_TASK.items():
+        monkeypatch.setenv(name, value)
+    assert (mpi.launched_by_mpi(), mpi.launcher_rank(), mpi.expected_world_size()) == ("SLURM_PROCID", 1, ("srun", 2))
+    from minidl import cli
+    assert cli.launcher_rank is mpi.launcher_rank
+
+
+class FakeMPI:
+    """What start_mpi asks of mpi4py.MPI: the library version and COMM_WORLD's size."""
+
+    def __init__(self, size, library="MPICH Version:      5.0.2\nMPICH Release date: ...\n"):
+        self.library, self.initialized = library, True
+        self.COMM_WORLD = type("World", (), {"Get_size": lambda _: size})()
+
+    def Get_library_version(self):
+        return self.library
+
+    def Is_initialized(self):
+        return self.initialized
+
+
+def fake_launch(monkeypatch, environ, world):
+    """os.environ as ``environ`` sets it (no other launcher variables) and an MPI of ``world`` ranks."""
+    for name in mpi.LAUNCHER_VARIABLES + mpi.PMIX_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(mpi, "import_mpi", lambda: world)
+    monkeypatch.setattr(mpi, "_import_mpi_uninitialized", lambda: world)
+    monkeypatch.setattr(comm_module, "_process_comm", None)
+
+
+@pytest.mark.parametrize("environ", [SRUN_TASK, SRUN_PMI2])
+def test_srun_tasks_that_mpi_sees_alone_stop_with_one_line(monkeypatch, environ):
+    fake_launch(monkeypatch, environ, FakeMPI(1))
+    with pytest.raises(ValueError) as raised:
+        comm_module.default_comm()
+    assert isinstance(raised.value, CollectiveError)       # every task raises it: the CLI prints it once
+    message = str(raised.value)
+    assert message.startswith("srun started 2 tasks but MPI sees a world of 1 in each: mpi4py's MPI "
+                              "(MPICH 5.0.2) did not get the wire-up")
+    assert "`srun --mpi=pmi2`" in message and "mpiexec inside the allocation" in message
+    assert message.endswith("mpi4py built against the cluster's MPI (docs/cluster.md)") and "\n" not in message
+    assert comm_module._process_comm is None
+
+
+def test_a_pmix_launch_of_an_mpich_without_pmix_stops_before_mpi_init(monkeypatch):
+    world = FakeMPI(2)
+    world.initialized = False                   # MPI_Init would abort inside MPICH: never called
+    fake_launch(monkeypatch, SRUN_PMIX, world)
+    with pytest.raises(ValueError, match=r"^srun started 2 tasks with PMIx, which mpi4py's MPI \(MPICH 5\.0\.2, "
+                                         r"built without PMIx\) cannot use; run `srun --mpi=pmi2`"):
+        comm_module.default_comm()
+    # an MPI built with PMIx (or Open MPI) goes on to start
+    world.library = "MPICH Version: 4.2.0\nMPICH configure: --with-pmix=/usr\n"
+    world.initialized = True
+    assert mpi.start_mpi(SRUN_PMIX) is world
+
+
+@pytest.mark.parametrize("environ, world, start", [
+    ({"OMPI_COMM_WORLD_RANK": "0", "OMPI_COMM_WORLD_SIZE": "4"}, 1,
+     "the launcher (Open MPI) started 4 processes but MPI sees a world of 1 in each"),
+    (SRUN_TASK, 3, "srun started 2 tasks but MPI sees a world of 3: mpi4py's MPI (MPICH 5.0.2) does not match"),
+])
+def test_other_world_size_mismatches(monkeypatch, environ, world, start):
+    fake_launch(monkeypatch, environ, FakeMPI(world))
+    with pytest.raises(ValueError, match=re.escape(start)):
+        mpi.start_mpi(environ)
+
+
+@pytest.mark.parametrize("environ", [{"PMI_RANK": "0", "PMI_SIZE": "2"}, SRUN_PMI2, MPIEXEC_IN_ALLOCATION])
+def test_a_world_of_the_launched_size_starts(monkeypatch, environ):
+    world = FakeMPI(2)
+    fake_launch(monkeypatch, environ, world)
+    assert mpi.start_mpi(environ) is world
+
+
+def test_no_launcher_or_a_one_task_step_is_serial_without_mpi(monkeypatch):
+    for environ in ({}, SBATCH_SCRIPT, SALLOC_SHELL, ONE_TASK_STEP):
+        fake_launch(monkeypatch, environ, None)
+        monkeypatch.setitem(sys.modules, "mpi4py", None)          # not even imported
+        assert isinstance(comm_module.default_comm(), SerialComm)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("mpi4py") is None, reason="mpi4py is not installed")
+def test_train_in_a_faked_srun_step_with_a_world_of_one_exits_2_with_one_line(tmp_path):
+    """Both tasks of `srun -n 2 minidl train` without a PMI that MPI speaks (srun --mpi=none):
+    each is a world of 1 (an MPICH singleton). Both exit 2, task 0 alone prints, nothing is written."""
+    environment = {name: value for name, value in os.environ.items()
+                   if not name.startswith(("SLURM_", "PMI", "OMPI_", "MV2_"))}
+    environment["PYTHONPATH"] = f"{Path(__file__).parents[1]}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
+    tasks = [subprocess.Popen([sys.executable, "-m", "minidl", "train", "--dataset", "xor", "--epochs", "1",
+                               "--output", str(tmp_path / "run")], cwd=tmp_path, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True,
+                              env={**environment, **SRUN_TASK, "SLURM_PROCID": str(task), "SLURM_LOCALID": str(task)})
+             for task in (0, 1)]
+    results = [task.communicate(timeout=120) for task in tasks]
+    assert [task.returncode for task in tasks] == [2, 2]
+    (out0, err0), (out1, err1) = results
+    assert out0 == out1 == err1 == ""
+    assert len(err0.splitlines()) == 1 and err0.startswith("minidl: error: srun started 2 tasks but MPI sees a world "
+                                                           "of 1 in each: mpi4py's MPI (MPICH"), err0
+    assert not (tmp_path / "run").exists() and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("mpi4py") is None, reason="mpi4py is not installed")
+def test_mpi_imported_uninitialized_starts_as_mpi4py_would():
+    """The path of a PMIx launch whose MPI can use it: version asked first, then MPI_Init."""
+    code = ("from minidl import mpi\n"
+            "MPI = mpi._import_mpi_uninitialized()\n"
+            "assert not MPI.Is_initialized() and MPI.Get_library_version()\n"
+            "mpi._initialize(MPI)\n"
+            "import mpi4py\n"
+            "assert mpi4py.rc.initialize is True and mpi4py.rc.finalize is None   # restored\n"
+            "print(MPI.Is_initialized(), MPI.Query_thread() == MPI.THREAD_MULTIPLE, MPI.COMM_WORLD.Get_size())\n")
+    environment = {name: value for name, value in os.environ.items()
+                   if not name.startswith(("SLURM_", "PMI", "OMPI_", "MV2_"))}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=environment)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "True True 1\n", "")

@@ -4,6 +4,8 @@ import gzip
 import hashlib
 import io
 import os
+import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -429,6 +431,39 @@ def test_download_checks_the_checksum_and_caches(tmp_path, monkeypatch):
     assert sorted(os.listdir(cache)) == sorted(payloads)
     load_dataset("mnist")                                         # second time: from the cache
     assert len(fetched) == 4
+
+
+def test_processes_downloading_into_one_cache_at_once_do_not_collide(tmp_path, monkeypatch):
+    """Every rank of a job on one node fetches into the same cache at the same moment: each
+    writes a temporary file of its own and renames it, so all succeed with the whole file."""
+    payload = os.urandom(1 << 18)
+    both_started = threading.Barrier(2, timeout=30)
+
+    class SlowResponse(FakeResponse):
+        def read(self, size=-1):                 # interleave the two downloads chunk by chunk
+            time.sleep(0.001)
+            return super().read(min(size, 1 << 12))
+
+    def serve(url, timeout=None):
+        both_started.wait()
+        return SlowResponse(payload)
+
+    monkeypatch.setattr(urllib.request, "urlopen", serve)
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    errors = []
+
+    def fetch():
+        try:
+            data._download("https://example.invalid/x.gz", str(path), "sha256", hashlib.sha256(payload).hexdigest())
+        except Exception as error:               # reported below
+            errors.append(error)
+    threads = [threading.Thread(target=fetch) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and path.read_bytes() == payload
+    assert os.listdir(tmp_path) == [path.name]                   # no temporary file left
 
 
 def test_download_with_a_wrong_checksum_is_refused(tmp_path, monkeypatch):

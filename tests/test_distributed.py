@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import EXACT_TOL, assert_close
-from minidl import MLP, loss_and_grads
-from minidl import evaluate
+from minidl import MLP, EarlyStopping, ReduceLROnPlateau, evaluate, loss_and_grads
+from minidl.callbacks import STOP_REASONS
 from minidl.comm import SerialComm
 from minidl.parallel import CollectiveError, FailureInjection
 from minidl.simulated import SimComm, run_simulated
@@ -291,6 +291,22 @@ def test_mismatched_configuration_fails_on_every_rank_with_one_message():
     assert "batch_size: rank 0 has 4, rank 1 has 4, rank 2 has 8" in message
 
 
+@pytest.mark.parametrize("make_callback, setting", [
+    (lambda rank: EarlyStopping(patience=3 + rank), "callbacks[0].patience: rank 0 has 3, rank 1 has 4"),
+    (lambda rank: EarlyStopping(min_delta=0.01 * rank), "callbacks[0].min_delta: rank 0 has 0.0, rank 1 has 0.01"),
+    (lambda rank: ReduceLROnPlateau(factor=0.5 if rank else 0.1), "callbacks[0].factor: rank 0 has 0.1, rank 1 has 0.5"),
+    (lambda rank: FailureInjection(rank=0, step=5 + rank), "callbacks[0].step: rank 0 has 5, rank 1 has 6")])
+def test_ranks_given_different_callback_settings_fail_at_start_up(make_callback, setting):
+    """Callbacks are compared by their settings, not only their types."""
+    X, y = make_data(30)
+    errors = rank_errors(2, lambda comm: train(comm, X, y, epochs=2, batch_size=4,
+                                               validation_data=make_data(6, seed=8),
+                                               callbacks=[make_callback(comm.rank)]))
+    assert len(set(errors)) == 1
+    kind, message = errors[0]
+    assert kind is ValueError and message.startswith(f"the ranks disagree on the training configuration ({setting});")
+
+
 def test_different_data_on_one_rank_fails_at_start_up():
     X, y = make_data(30)
 
@@ -354,7 +370,7 @@ def test_a_checkpoint_from_two_ranks_resumes_on_three(tmp_path):
 
 
 # ------------------------------------------------------------------ communication accounting
-def test_one_gradient_allreduce_per_step_is_counted():
+def test_one_collective_per_step_carries_the_gradient_and_the_stop_vote():
     X, y = make_data(30)
     validation = make_data(6, seed=8)
     results = run_simulated(3, lambda comm: train(comm, X, y, epochs=2, batch_size=7,
@@ -363,9 +379,12 @@ def test_one_gradient_allreduce_per_step_is_counted():
     stats = history.comm_stats
     steps, checks = history.steps, len(history)
     assert (stats["ranks"], stats["steps"]) == (3, 10)
+    vote = len(STOP_REASONS) * model.params.itemsize                  # the ballot at the buffer's end
     assert stats["training"]["gradients"] == {"op": "allreduce", "calls": steps,
-                                              "bytes": steps * model.params.nbytes}
-    assert stats["training"]["stop_vote"]["calls"] == steps + checks
+                                              "bytes": steps * (model.params.nbytes + vote)}
+    assert stats["training"]["stop_vote"]["calls"] == checks          # a check's vote only
+    per_check = sum(entry["calls"] for label, entry in stats["training"].items() if label != "gradients")
+    assert per_check == 4 * checks               # metrics, validation, metric check, vote
     assert stats["training"]["metrics"]["calls"] == stats["training"]["validation"]["calls"] == checks
     assert stats["startup"]["initial_state"]["calls"] == 2            # params and momentum
     assert stats["per_step"]["bytes"] > model.params.nbytes

@@ -18,6 +18,7 @@ from minidl import checkpoint as ckpt
 from minidl.data import make_blobs, make_xor
 from minidl.monitor import EarlyStopping, ReduceLROnPlateau
 from minidl.checkpoint import History, read_history_csv
+from minidl.comm import SerialComm
 from minidl.loop import evaluate, fit, split_validation
 
 SCRIPTS = Path(__file__).parent / "scripts"
@@ -700,3 +701,24 @@ def test_names_from_before_the_split_still_import():
         assert getattr(minidl.comm, name) is getattr(minidl.simulated, name)
     with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
         minidl.comm.nonexistent
+
+
+@pytest.mark.parametrize("bad", [0, -1.5, float("nan"), float("inf"), "soon", True])
+def test_collective_timeout_must_be_positive_seconds(bad):
+    X, y = np.zeros((8, 2)), np.zeros(8, int)
+    model = MLP([2, 3, 2])
+    with pytest.raises(ValueError, match="collective_timeout must be a (positive )?number of seconds"):
+        fit(model, "cross_entropy", SGD(model), X, y, epochs=1, batch_size=4, collective_timeout=bad)
+
+
+def test_collective_timeout_comes_from_the_argument_then_the_environment_then_the_default():
+    from minidl import watchdog
+    assert watchdog.default_timeout({}) == watchdog.DEFAULT_TIMEOUT >= 300
+    assert watchdog.default_timeout({"MINIDL_COLLECTIVE_TIMEOUT": "42.5"}) == 42.5
+    with pytest.raises(ValueError, match="MINIDL_COLLECTIVE_TIMEOUT must be a positive number"):
+        watchdog.default_timeout({"MINIDL_COLLECTIVE_TIMEOUT": "-3"})
+    comm = SerialComm()
+    X, y = np.zeros((8, 2)), np.zeros(8, int)
+    model = MLP([2, 3, 2])
+    fit(model, "cross_entropy", SGD(model), X, y, epochs=1, batch_size=4, comm=comm, collective_timeout=7)
+    assert comm.collective_timeout == 7.0
