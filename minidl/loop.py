@@ -47,6 +47,8 @@ class Trainer:
         if resume:                                     # rank 0 alone reads the file
             state = on_rank_zero(self.comm, lambda: load_checkpoint(self._checkpoint_to_resume()), "resume")
             collectively(self.comm, lambda: load_training_state(self, *state))
+            check_same(self.comm, "the resumed state", {key: getattr(run, key) for key in
+                                                         ("epoch", "batch", "step", "check", "stop_reason")})
         self.comm.broadcast(model.params, label="initial_state")      # rank 0's state for all
         for array in self.optimizer.state_arrays().values():
             self.comm.broadcast(array, label="initial_state")

@@ -273,9 +273,10 @@ def set_blas_threads(threads=None, comm=None):
     except ImportError:
         if threads is not None:
             raise ImportError("setting BLAS threads needs threadpoolctl: pip install threadpoolctl") from None
-        warnings.warn("threadpoolctl is not installed, so BLAS threads per rank are not set; "
-                      "several ranks on one node may oversubscribe its cores "
-                      "(pip install threadpoolctl)", RuntimeWarning, stacklevel=2)
+        if comm is None or comm.rank == 0:                   # said once, not by every rank
+            warnings.warn("threadpoolctl is not installed, so BLAS threads per rank are not set; "
+                          "several ranks on one node may oversubscribe its cores "
+                          "(pip install threadpoolctl)", RuntimeWarning, stacklevel=2)
         return None
     if threads is None:
         threads = default_threads(1 if comm is None else comm.local_size)

@@ -99,11 +99,12 @@ def test_a_failing_rank_ends_the_job_with_its_traceback(path):
     assert "rank 1 of 2 failed; aborting all ranks" in process.stderr
 
 
-WATCHDOG = {"MINIDL_COLLECTIVE_TIMEOUT": "4"}
+# Long enough that a start-up slowed by a busy machine never trips it before the fault does.
+WATCHDOG = {"MINIDL_COLLECTIVE_TIMEOUT": "10"}
 
 
 @PATHS
-@pytest.mark.parametrize("fault, seconds_at_most", [("freeze", 4 + 30), ("kill", 30)])
+@pytest.mark.parametrize("fault, seconds_at_most", [("freeze", 10 + 30), ("kill", 30)])
 def test_a_frozen_or_killed_rank_ends_the_job(fault, seconds_at_most, path):
     """Rank 1 stops itself (SIGSTOP: a stuck NFS read, a swapping node) or dies (SIGKILL) after
     step 3: the other rank's collective never completes; the job must end, not hang."""
@@ -120,8 +121,8 @@ def test_a_rank_that_exits_before_mpi_starts_ends_the_job(tmp_path):
     command = [MPIEXEC, "-n", "1", sys.executable, "-m", "minidl", "train", "--output", str(tmp_path / "run"),
                "--epochs", "1", ":", "-n", "1", sys.executable, "-m", "minidl", "train", "--no-such-flag"]
     process, seconds = launch(command, timeout=90, env=WATCHDOG)
-    assert process.returncode != 0 and seconds <= 4 + 30, (seconds, process.stderr[-2000:])
-    assert "rank 0: MPI did not start within 4 s" in process.stderr    # (rank 1's usage error is
+    assert process.returncode != 0 and seconds <= 10 + 30, (seconds, process.stderr[-2000:])
+    assert "rank 0: MPI did not start within 10 s" in process.stderr    # (rank 1's usage error is
     # not printed: under mpiexec only rank 0 prints usage errors, which normally every rank has)
 
 
