@@ -13,8 +13,11 @@ from .losses import binary_cross_entropy, mse, softmax_cross_entropy
 from .model import MLP, loss_and_grads
 from .monitor import EarlyStopping, ReduceLROnPlateau
 from .optim import SGD, Adam
+from .schedules import CosineAnnealingLR, ExponentialLR, LinearLR, SequentialLR, StepLR
 from .checkpoint import History
 from .loop import evaluate, fit
+from .callbacks import Callback, LambdaCallback, ModelCheckpoint
+from .modelfile import load
 
 __version__ = "0.1.0"
 
@@ -23,4 +26,5 @@ __all__ = [
     "mse", "softmax_cross_entropy", "binary_cross_entropy", "SGD", "Adam",
     "check_gradients", "check_layer", "relative_error", "EarlyStopping", "ReduceLROnPlateau",
     "fit", "evaluate", "History",
+    "Callback", "LambdaCallback", "ModelCheckpoint", "load",
 ]

@@ -1,6 +1,7 @@
 """Callbacks: the hooks the training loop calls, and the Run each hook receives.
 
-A callback is any object with some of these methods (the loop calls those it finds):
+A callback is any object with some of these methods (the loop calls those it finds), or a
+subclass of ``Callback`` below that overrides some; LambdaCallback and ModelCheckpoint are ready-made:
 
     on_train_begin(run)   reset state (fit then loads checkpointed state when resuming)
     on_step_end(run)      after every optimizer step
@@ -44,6 +45,7 @@ class Run:
         self.history = History()
         self.metrics = {}
         self.epoch = self.batch = self.step = self.check = 0
+        self.batches_per_epoch = None    # set by fit: optimizer steps in a full epoch
         self.stop_reason = None          # agreed by all ranks
         self.stop_requested = None       # asked for on this rank, not yet agreed
         self.best_check = self.restored_from = None
@@ -57,3 +59,126 @@ class Run:
             raise ValueError(f"unknown stop reason {reason!r}; use one of {STOP_REASONS}")
         if self.stop_requested is None:
             self.stop_requested = reason
+
+
+class Callback:
+    """The base class of callbacks: every hook, as a method that does nothing. Override those
+    you need; each receives the ``Run`` above (run.model, run.optimizer, run.comm, run.history,
+    run.metrics, run.epoch / batch / step / check, run.request_stop(reason)).
+
+    fit binds only the hooks a callback overrides (``hook_method``), so the no-ops cost
+    nothing per step. A base class is optional: any object with some of these methods works.
+    """
+
+    def on_train_begin(self, run):
+        """Before the first step: reset state (a resume then loads the saved state_dict)."""
+
+    def on_step_end(self, run):
+        """After every optimizer step."""
+
+    def on_check(self, run):
+        """At a check: run.metrics holds loss, val_loss, accuracy, val_accuracy, lr."""
+
+    def on_check_end(self, run):
+        """After the ranks agreed on the check's stop decision: the state is complete."""
+
+    def on_epoch_end(self, run):
+        """After an epoch's last step (and its check)."""
+
+    def on_stop(self, run):
+        """The loop has ended; the weights are still the live ones."""
+
+    def on_train_end(self, run):
+        """Finish: restore best weights, close files and progress bars."""
+
+
+def hook_method(callback, hook):
+    """``callback``'s bound method for ``hook``, or None when it has none or only Callback's no-op."""
+    method = getattr(callback, hook, None)
+    inherited = getattr(type(callback), hook, None) is getattr(Callback, hook)
+    if method is None or (inherited and hook not in getattr(callback, "__dict__", {})):
+        return None
+    return method
+
+
+class LambdaCallback(Callback):
+    """A callback from functions: ``LambdaCallback(on_check_end=lambda run: ...)``, one keyword
+    per hook (see HOOKS), each a function of the Run."""
+
+    def __init__(self, **hooks):
+        unknown = sorted(set(hooks) - set(HOOKS))
+        if unknown:
+            raise TypeError(f"LambdaCallback got unknown hook(s) {unknown}; allowed: {list(HOOKS)}")
+        for hook, function in hooks.items():
+            if not callable(function):
+                raise TypeError(f"LambdaCallback {hook} must be a function of run, got {function!r}")
+            setattr(self, hook, function)           # an instance attribute: fit binds it
+
+
+class _Best(monitor._Monitor):
+    """The best value of a metric, by EarlyStopping's improvement rule (minidl/monitor.py)."""
+    _STATE = {"best": monitor._maybe_real}
+
+    def reset(self):
+        self.best = None
+
+    def update(self, value):
+        """Record a value; True when it improves on the best so far (which it then becomes)."""
+        improved = self._improves(monitor._metric_value(value), self.best)
+        if improved:
+            self.best = float(value)
+        return improved
+
+
+class ModelCheckpoint(Callback):
+    """Save the model (model.save, loadable with minidl.load) at checks.
+
+    path may contain {epoch} and {check} (0-based indices), e.g. "model-{epoch:03d}.npz".
+    save_best_only=True: save only when ``monitor`` improves on its best so far (mode "min",
+    "max" or "auto", and min_delta, as in EarlyStopping); False: save at every check (then
+    nothing is monitored). standardization: an optional (mean, std) stored in each file.
+    Only rank 0 writes. The best so far is in state_dict, so a resumed fit keeps it.
+    """
+
+    def __init__(self, path, monitor="val_loss", mode="auto", save_best_only=True, min_delta=0,
+                 standardization=None):
+        self.path = str(path)
+        try:
+            self.path.format(epoch=0, check=0)
+        except (KeyError, IndexError, ValueError) as error:
+            raise ValueError(f"path {self.path!r} may only contain {{epoch}} and {{check}} fields: "
+                             f"{error!r}") from None
+        if not isinstance(save_best_only, bool):
+            raise TypeError(f"save_best_only must be True or False, got {save_best_only!r}")
+        self.save_best_only = save_best_only
+        self._best = _Best(monitor, mode, min_delta, patience=0)
+        self.monitor = monitor if save_best_only else None          # what fit checks it produces
+        self.mode = self._best.mode
+        self.standardization = standardization
+        self.saved = []                                             # paths written by this fit
+
+    @property
+    def best(self):
+        return self._best.best
+
+    def settings(self):
+        return {"path": self.path, "monitor": self._best.monitor, "mode": self.mode,
+                "min_delta": self._best.min_delta, "save_best_only": self.save_best_only}
+
+    def on_train_begin(self, run):
+        self._best.reset()
+        self.saved = []
+
+    def on_check_end(self, run):
+        if self.save_best_only and not self._best.update(self._best._metric(run)):
+            return
+        if run.comm.rank == 0:
+            path = self.path.format(epoch=run.epoch, check=run.check - 1)   # this check's index
+            run.model.save(path, self.standardization)
+            self.saved.append(path)
+
+    def state_dict(self):
+        return self._best.state_dict()
+
+    def load_state_dict(self, state):
+        self._best.load_state_dict(state)

@@ -1,4 +1,4 @@
-"""The `minidl` command line: train | evaluate | plot | gradcheck | golden.
+"""The `minidl` command line: train | evaluate | predict | plot | gradcheck | golden.
 
 Every training option is a flag and a key of a TOML config file (--config; flags override
 the file, the file overrides the defaults); the options, their layering and what they build
@@ -73,6 +73,14 @@ def build_parser():
     evaluate_cmd.add_argument("--dataset", choices=DATASETS, help="default: the run's dataset")
     evaluate_cmd.add_argument("--data-dir")
     evaluate_cmd.add_argument("--json", action="store_true", help="print one JSON object")
+
+    predict = commands.add_parser("predict", help="predict with a trained model on new inputs",
+                                  description="Classes (or, with --proba, probabilities) for the rows of "
+                                              "--input, standardised as the run's training data were.")
+    predict.add_argument("model", help="run directory, final.npz, checkpoint or a model.save file")
+    predict.add_argument("--input", required=True, help=".npy, .npz (one array, or X) or numeric .csv")
+    predict.add_argument("--output", help=".npy or .csv (default: one prediction per line on stdout)")
+    predict.add_argument("--proba", action="store_true", help="probabilities instead of classes")
 
     plot = commands.add_parser("plot", help="plot a history file (json or csv) to PNG")
     plot.add_argument("history", help="history.json, history.csv or a run directory")
@@ -151,7 +159,7 @@ def _build(args, comm, config, dataset, initial, output):
     from .progress import ProgressBar
     progress = ProgressBar(math.ceil(len(dataset.X_train) / config["batch_size"]), config["epochs"],
                            enabled=comm.rank == 0 and not args.quiet, verbose=args.verbose)
-    callbacks = build_callbacks(config) + [progress, RunFiles(output, config, dataset.info)]
+    callbacks = build_callbacks(config, optimizer) + [progress, RunFiles(output, config, dataset.info)]
     if config["fail_on_rank"] is not None:
         callbacks.append(FailureInjection(config["fail_on_rank"], config["fail_at_step"]))
     return model, optimizer, callbacks
@@ -263,6 +271,13 @@ def cmd_evaluate(args):
     return 0
 
 
+def cmd_predict(args):
+    """Predict classes or probabilities for the rows of --input with a saved model."""
+    from .predict import predict_file
+    predict_file(args.model, args.input, args.output, args.proba)
+    return 0
+
+
 def cmd_plot(args):
     """Write the curves of a history file (json or csv) to PNG."""
     from .plot import plot_history
@@ -336,7 +351,7 @@ def cmd_golden(args):
     return 0
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "plot": cmd_plot, "gradcheck": cmd_gradcheck,
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "plot": cmd_plot, "gradcheck": cmd_gradcheck,
             "golden": cmd_golden}
 
 

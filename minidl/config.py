@@ -19,6 +19,7 @@ from .losses import LOSSES
 from .monitor import EarlyStopping, ReduceLROnPlateau
 from .optim import OPTIMIZERS, SGD, Adam
 from .parallel import SYNC_MODES
+from .schedules import CosineAnnealingLR, ExponentialLR, LinearLR, SequentialLR, StepLR
 
 
 class UsageError(ValueError):
@@ -52,6 +53,7 @@ class Option:
 
 
 DEFAULT_LR = {"sgd": 0.05, "adam": 0.001}
+LR_SCHEDULES = ("none", "step", "exponential", "cosine")
 SECTIONS = {                      # section of `minidl train --help` -> its options
     "data": [
         Option("dataset", str, "digits", "dataset", DATASETS),
@@ -107,6 +109,17 @@ SECTIONS = {                      # section of `minidl train --help` -> its opti
         Option("lr_min_delta", float, 1e-4, "ReduceLROnPlateau min_delta"),
         Option("lr_cooldown", int, 0, "ReduceLROnPlateau cooldown (checks)"),
         Option("min_lr", float, 0.0, "lower bound of the learning rate"),
+    ],
+    "learning-rate schedule": [
+        Option("lr_schedule", str, "none", "schedule stepped at every epoch's end (PyTorch's StepLR, "
+                                           "ExponentialLR, CosineAnnealingLR)", LR_SCHEDULES),
+        Option("lr_step_size", int, 30, "--lr-schedule step: multiply the lr by --lr-gamma every K epochs"),
+        Option("lr_gamma", float, 0.1, "--lr-schedule step / exponential: the factor gamma"),
+        Option("lr_t_max", int, None, "--lr-schedule cosine: T_max, epochs from lr to --lr-eta-min "
+                                      "(default: the epochs after the warm-up)"),
+        Option("lr_eta_min", float, 0.0, "--lr-schedule cosine: the lowest learning rate eta_min"),
+        Option("lr_warmup_epochs", int, 0, "linear warm-up (LinearLR) over N epochs before the schedule"),
+        Option("lr_warmup_start_factor", float, 0.1, "the warm-up's first lr, as a fraction of --lr"),
     ],
     "fine-tuning": [
         Option("init_from", str, None, "start from this run directory, final.npz or checkpoint"),
@@ -282,8 +295,37 @@ def build_optimizer(config, model):
     return SGD(model, **_arguments(config, "lr", "momentum", "dampening", "nesterov", "weight_decay"))
 
 
-def build_callbacks(config):
-    """EarlyStopping and ReduceLROnPlateau, each when switched on."""
+def build_schedule(config, optimizer):
+    """The learning-rate schedule of --lr-schedule and --lr-warmup-epochs (None without one),
+    built on ``optimizer``: LinearLR(start_factor, 1.0, N) for N warm-up epochs, then the
+    schedule, through SequentialLR(milestones=[N]); warm-up alone holds the lr at the end."""
+    name, warmup = config["lr_schedule"], config["lr_warmup_epochs"]
+    if name == "none" and not warmup:
+        return None
+    try:
+        if warmup < 0:
+            raise ValueError(f"must be >= 0, got {warmup}")
+        ramp = LinearLR(optimizer, config["lr_warmup_start_factor"], 1.0, warmup) if warmup else None
+        if name == "none":
+            return ramp
+        if name == "step":
+            schedule = StepLR(optimizer, config["lr_step_size"], config["lr_gamma"])
+        elif name == "exponential":
+            schedule = ExponentialLR(optimizer, config["lr_gamma"])
+        else:
+            if config["lr_t_max"] is None:                       # saved in config.toml: resumes keep it
+                config["lr_t_max"] = config["epochs"] - warmup
+            t_max = config["lr_t_max"]
+            schedule = CosineAnnealingLR(optimizer, t_max, config["lr_eta_min"])
+        return SequentialLR(optimizer, [ramp, schedule], [warmup]) if ramp else schedule
+    except (TypeError, ValueError) as error:
+        raise UsageError(f"--lr-schedule {name} / --lr-warmup-epochs {warmup}: {error}") from None
+
+
+def build_callbacks(config, optimizer=None):
+    """EarlyStopping, ReduceLROnPlateau and the learning-rate schedule, each when switched on
+    (the schedule needs ``optimizer``). The schedule acts at epoch ends, after the check
+    where ReduceLROnPlateau acts: see docs/optimizers.md."""
     callbacks = []
     if config["early_stopping"]:
         callbacks.append(EarlyStopping(**_arguments(
@@ -293,4 +335,8 @@ def build_callbacks(config):
         callbacks.append(ReduceLROnPlateau(**_arguments(
             config, "monitor", "mode", "min_lr", factor="lr_factor", patience="lr_patience",
             min_delta="lr_min_delta", cooldown="lr_cooldown")))
+    if config["lr_schedule"] != "none" or config["lr_warmup_epochs"]:
+        if optimizer is None:
+            raise UsageError("--lr-schedule / --lr-warmup-epochs: build_callbacks needs the optimizer")
+        callbacks.append(build_schedule(config, optimizer))
     return callbacks

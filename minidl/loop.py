@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 from . import monitor
-from .callbacks import HOOKS, STOP_REASONS, Run
+from .callbacks import HOOKS, STOP_REASONS, Run, hook_method
 from .checkpoint import Checkpoint, load_checkpoint, load_training_state, training_state
 from .comm import resolve_comm
 from .losses import LOSSES, check_loss_targets, loss_kernel, resolve_loss
@@ -235,9 +235,9 @@ class Trainer:
         self.checkpoint_path = None if checkpoint is None else str(checkpoint)
         self._check_monitored_names(callbacks)
         self.run = Run(model, optimizer, self.comm, callbacks, self.sync, lambda: training_state(self))
-        self._hooks = {hook: [getattr(callback, hook) for callback in callbacks if hasattr(callback, hook)]
-                       for hook in HOOKS}
-        self.batches_per_epoch = math.ceil(len(self.X) / self.batch_size)
+        self._hooks = {hook: [method for method in (hook_method(callback, hook) for callback in callbacks)
+                              if method is not None] for hook in HOOKS}   # not Callback's no-ops
+        self.batches_per_epoch = self.run.batches_per_epoch = math.ceil(len(self.X) / self.batch_size)
         self.sums = [0.0, 0.0, 0.0, 0.0]             # loss sum, correct, judged, samples of a check
         self._gather = {}
 

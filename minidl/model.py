@@ -9,8 +9,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .layers import INIT_SCHEMES, Dense, LeakyReLU, Workspace, check_activation, make_activation
-from .losses import check_loss_targets, loss_kernel
+from .layers import INIT_SCHEMES, Dense, LeakyReLU, Workspace, check_activation, make_activation, stable_sigmoid
+from .losses import _log_softmax_parts, check_loss_targets, loss_kernel, resolve_loss
 from .validation import (as_dtype, check_finite, check_inputs, check_positive_int, check_real, check_same_keys,
                          numeric_array)
 
@@ -305,6 +305,69 @@ class MLP:
             outputs[i:i + batch_size] = self.forward_unchecked(X[i:i + batch_size])
         self._cache_from_forward = False
         return outputs
+
+    def _probability_loss(self, loss):
+        """The classification loss the outputs are read with: ``loss``, or by default
+        cross_entropy (softmax) for C >= 2 outputs and binary_cross_entropy (sigmoid) for one."""
+        if loss is None:
+            return "cross_entropy" if self.out_features >= 2 else "binary_cross_entropy"
+        loss = resolve_loss(loss)
+        if loss == "mse":
+            raise ValueError("a model trained with mse outputs values, not probabilities or classes: "
+                             "use model.predict(X)")
+        if loss == "cross_entropy" and self.out_features < 2:
+            raise ValueError("cross_entropy needs at least 2 outputs; this model has 1: use "
+                             "loss='binary_cross_entropy'")
+        return loss
+
+    def predict_proba(self, X, loss=None, batch_size=4096):
+        """Probabilities (N, C) for X: softmax of the logits for a cross_entropy model (rows sum
+        to 1), the sigmoid of each output for binary_cross_entropy. ``loss`` defaults to
+        cross_entropy for C >= 2 outputs, binary_cross_entropy for one; mse raises ValueError."""
+        loss = self._probability_loss(loss)
+        logits = self.predict(X, batch_size)
+        if loss == "cross_entropy":
+            return _log_softmax_parts(logits)[2]               # the losses' stable softmax
+        return stable_sigmoid(logits, out=logits)
+
+    def predict_classes(self, X, loss=None, batch_size=4096):
+        """Predicted classes: (N,) argmax of the logits for cross_entropy; for
+        binary_cross_entropy sigmoid > 1/2, i.e. logit > 0, as 0/1: (N,) for one output, else
+        (N, C) (one decision per output). ``loss`` as in predict_proba."""
+        loss = self._probability_loss(loss)
+        logits = self.predict(X, batch_size)
+        if loss == "cross_entropy":
+            return logits.argmax(axis=1)
+        decisions = (logits > 0).astype(np.int64)
+        return decisions[:, 0] if self.out_features == 1 else decisions
+
+    def save(self, path, standardization=None):
+        """Write architecture, parameters and frozen flags (and, if given, the (mean, std) the
+        inputs were standardised with) to one .npz, atomically; ``minidl.load(path)`` reads it.
+        The format is minidl/modelfile.py's."""
+        from .modelfile import save_model                  # modelfile imports this module
+        save_model(self, path, standardization)
+
+    def summary(self):
+        """A table of the layers (output shape, parameters, trainable) and the totals, in the
+        spirit of Keras's model.summary(); ``print(model.summary())``."""
+        rows = [("Layer", "Output shape", "Params", "Trainable")]
+        frozen = width = 0
+        for index, layer in enumerate(self.layers):
+            if isinstance(layer, Dense):
+                count, width = layer.W.size + layer.b.size, layer.out_features   # activations keep width
+                frozen += 0 if layer.trainable else count
+                cells = (f"Dense({layer.in_features} -> {width})", f"{count:,}", "yes" if layer.trainable else "no")
+            else:
+                cells = (type(layer).__name__, "0", "-")
+            rows.append((f"{index} {cells[0]}", f"(None, {width})", *cells[1:]))
+        widths = [max(len(row[column]) for row in rows) for column in range(4)]
+        lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+        rule = "=" * max(map(len, lines))
+        return "\n".join([f"Model: {self!r}", lines[0], rule, *lines[1:], rule,
+                          f"Total params: {self.num_parameters:,}",
+                          f"Trainable params: {self.num_parameters - frozen:,}",
+                          f"Non-trainable params: {frozen:,}"])
 
     def __reduce__(self):
         """Pickled as architecture, parameters and frozen flags (the layers' views into the flat

@@ -6,6 +6,7 @@ Most tests call minidl.cli.main in-process (fast); a few run the real command in
 import contextlib
 import io
 import json
+import math
 import os
 import subprocess
 import sys
@@ -506,3 +507,70 @@ def test_golden_write_then_check_round_trips_and_a_damaged_file_fails(tmp_path, 
     assert main(["golden", "check", str(path)]) == 1
     assert main(["golden", "check", str(tmp_path / "missing.npz")]) == 2
     assert main(["golden", "write", str(path), "--optimizer-args", "{not json"]) == 2
+
+
+# ------------------------------------------------------------------------ learning-rate schedules
+def _schedule_config(**values):
+    from minidl.config import merge_config
+    return merge_config(("test", values))
+
+
+@pytest.mark.parametrize("values, expected", [
+    (dict(), None),
+    (dict(lr_schedule="step", lr_step_size=3, lr_gamma=0.5), ("StepLR", {"step_size": 3, "gamma": 0.5})),
+    (dict(lr_schedule="exponential", lr_gamma=0.9), ("ExponentialLR", {"gamma": 0.9})),
+    (dict(lr_schedule="cosine", epochs=12, lr_eta_min=1e-4), ("CosineAnnealingLR", {"T_max": 12, "eta_min": 1e-4})),
+    (dict(lr_schedule="cosine", lr_t_max=7), ("CosineAnnealingLR", {"T_max": 7, "eta_min": 0.0})),
+    (dict(lr_warmup_epochs=4), ("LinearLR", {"start_factor": 0.1, "end_factor": 1.0, "total_iters": 4})),
+])
+def test_lr_schedule_options_build_torchs_schedules(values, expected):
+    from minidl.config import build_callbacks
+    from minidl import SGD, MLP
+    config = _schedule_config(early_stopping=False, **values)
+    callbacks = build_callbacks(config, SGD(MLP([2, 3]), lr=0.1))
+    if expected is None:
+        assert callbacks == []
+        return
+    (schedule,) = callbacks
+    settings = schedule.settings()
+    assert (type(schedule).__name__, {k: v for k, v in settings.items() if k != "interval"}) == expected
+
+
+def test_lr_warmup_then_cosine_is_a_sequential_lr_over_the_remaining_epochs():
+    from minidl.config import build_callbacks
+    from minidl import SGD, MLP
+    config = _schedule_config(early_stopping=False, lr_schedule="cosine", epochs=20, lr_warmup_epochs=5)
+    (schedule,) = build_callbacks(config, SGD(MLP([2, 3]), lr=0.1))
+    assert schedule.settings() == {"interval": "epoch", "milestones": [5], "schedulers": [
+        ["LinearLR", {"interval": "epoch", "start_factor": 0.1, "end_factor": 1.0, "total_iters": 5}],
+        ["CosineAnnealingLR", {"interval": "epoch", "T_max": 15, "eta_min": 0.0}]]}
+    assert config["lr_t_max"] == 15                           # written to config.toml: resumes keep it
+
+
+@pytest.mark.parametrize("values, fragment", [
+    (dict(lr_schedule="step", lr_step_size=0), "step_size"),
+    (dict(lr_schedule="cosine", epochs=3, lr_warmup_epochs=3), "T_max"),
+    (dict(lr_warmup_epochs=-1), "lr-warmup-epochs"),
+    (dict(lr_warmup_epochs=2, lr_warmup_start_factor=0.0), "start_factor"),
+])
+def test_bad_lr_schedule_options_are_usage_errors_naming_them(values, fragment):
+    from minidl.config import UsageError, build_callbacks
+    from minidl import SGD, MLP
+    with pytest.raises(UsageError, match=fragment):
+        build_callbacks(_schedule_config(**values), SGD(MLP([2, 3]), lr=0.1))
+
+
+def test_an_unknown_lr_schedule_is_a_usage_error(tmp_path):
+    assert_usage_error(cli("train", "--lr-schedule", "cyclic", "--output", tmp_path / "r"), "lr_schedule")
+
+
+def test_lr_schedule_flags_train_and_resume_exactly(tmp_path):
+    flags = ("train", "--dataset", "blobs", "--hidden", 8, "--patience", 50, "--quiet", "--no-plot",
+             "--lr-schedule", "cosine", "--lr-t-max", 4, "--lr-warmup-epochs", 1)
+    assert cli(*flags, "--epochs", 5, "--output", tmp_path / "full")[0] == 0
+    assert cli(*flags, "--epochs", 2, "--output", tmp_path / "part")[0] == 0
+    assert cli(*flags, "--epochs", 5, "--output", tmp_path / "part", "--resume")[0] == 0
+    assert same_npz(tmp_path / "full" / "final.npz", tmp_path / "part" / "final.npz")
+    lrs = [record["lr"] for record in json.loads((tmp_path / "full" / "history.json").read_text())["records"]]
+    expected = [0.005] + [0.025 * (1 + math.cos(math.pi * e / 4)) for e in range(4)]   # sgd lr 0.05
+    assert lrs == pytest.approx(expected, rel=1e-12, abs=1e-15)

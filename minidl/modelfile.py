@@ -1,0 +1,129 @@
+"""The model file: ``model.save(path)`` writes it, ``minidl.load(path)`` reads it back.
+
+ONE .npz, written atomically (checkpoint.atomic_write), loaded with allow_pickle=False:
+
+    0.weight, 0.bias, 2.weight, ...   the parameters under state_dict names (PyTorch's keys)
+    standardization/mean, .../std     (optional) the input standardisation, (D,) each
+    __model__                         a 0-d unicode array holding a JSON document:
+                                      {"format", "version", "config": model.config(),
+                                       "trainable": one flag per Dense layer}
+
+So ``numpy.load(path)["0.weight"]`` reads a weight with NumPy alone. ``load`` also accepts
+what ``minidl train`` writes: a run directory, its final.npz (architecture from the
+config.toml beside it, standardisation from data.json) or a training checkpoint.
+"""
+import json
+import os
+import zipfile
+
+import numpy as np
+
+from . import rundir
+from .checkpoint import atomic_write
+from .model import MLP
+from .validation import check_finite, numeric_array
+
+FORMAT, FORMAT_VERSION = "minidl-model", 1
+MODEL_KEY = "__model__"
+MEAN, STD = "standardization/mean", "standardization/std"
+
+
+def check_standardization(name, standardization, n_features):
+    """(mean, std) as float64 arrays of shape (n_features,), finite, std > 0; or None."""
+    if standardization is None:
+        return None
+    try:
+        mean, std = standardization
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a pair (mean, std), got {standardization!r}") from None
+    pair = []
+    for label, array in (("mean", mean), ("std", std)):
+        array = numeric_array(f"{name} {label}", array).astype(np.float64)
+        if array.shape != (n_features,):
+            raise ValueError(f"{name} {label} has shape {array.shape}, the model takes {n_features} features")
+        check_finite(f"{name} {label}", array)
+        pair.append(array)
+    if np.any(pair[1] <= 0):
+        raise ValueError(f"{name} std must be positive")
+    return tuple(pair)
+
+
+def save_model(model, path, standardization=None):
+    """Write ``model`` (and the optional (mean, std) of its inputs) to ``path`` atomically."""
+    if not isinstance(model, MLP):
+        raise TypeError(f"model must be a minidl.MLP, got {type(model).__name__}")
+    path = os.fspath(path)
+    arrays = model.state_dict()
+    standardization = check_standardization("standardization", standardization, model.in_features)
+    if standardization is not None:
+        arrays[MEAN], arrays[STD] = standardization
+    header = json.dumps({"format": FORMAT, "version": FORMAT_VERSION, "config": model.config(),
+                         "trainable": [dense.trainable for dense in model.dense_layers]})
+    atomic_write(path, lambda handle: np.savez(handle, **arrays, **{MODEL_KEY: np.array(header)}))
+
+
+def load(path, *, with_standardization=False):
+    """The MLP saved at ``path``: a model file (model.save), a run directory, its final.npz or
+    a training checkpoint. With ``with_standardization=True``, (model, (mean, std) or None).
+
+    A missing, damaged or foreign file raises ValueError naming it.
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        path = os.path.join(path, rundir.FINAL)
+    if not os.path.exists(path):
+        raise ValueError(f"no model at {path}: pass a file written by model.save, a run directory, "
+                         f"its final.npz or a checkpoint")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except (zipfile.BadZipFile, EOFError, OSError, KeyError, ValueError) as error:
+        raise ValueError(f"{path} is not a readable .npz model file (truncated or corrupt?): {error}") from None
+    if MODEL_KEY in arrays:
+        model, standardization = _from_arrays(path, arrays)
+    else:                                                  # what `minidl train` writes
+        model = rundir.load_model(path)
+        standardization = _run_standardization(path, model)
+    return (model, standardization) if with_standardization else model
+
+
+def _from_arrays(path, arrays):
+    try:
+        header = json.loads(str(arrays.pop(MODEL_KEY)))
+        if header.get("format") != FORMAT:
+            raise ValueError(f"format {header.get('format')!r}")
+        if header.get("version") != FORMAT_VERSION:
+            raise ValueError(f"format version {header.get('version')}, this minidl reads {FORMAT_VERSION}")
+        model = MLP(**header["config"])
+        trainable = header["trainable"]
+        if len(trainable) != len(model.dense_layers) or not all(isinstance(flag, bool) for flag in trainable):
+            raise ValueError(f"trainable must be {len(model.dense_layers)} booleans, got {trainable!r}")
+        standardization = None
+        if MEAN in arrays or STD in arrays:
+            standardization = check_standardization("standardization", (arrays.pop(MEAN, None),
+                                                                        arrays.pop(STD, None)), model.in_features)
+        model.load_state_dict(arrays)                     # keys, shapes, finite values
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as error:
+        raise ValueError(f"{path} is not a valid minidl model file: {error}") from None
+    for dense, flag in zip(model.dense_layers, trainable):
+        dense.trainable = flag
+    return model, standardization
+
+
+def _run_standardization(path, model):
+    """The standardisation in the data.json beside a run's final.npz or checkpoint, or None."""
+    data_path = os.path.join(os.path.dirname(path), rundir.DATA)
+    if not os.path.exists(data_path):
+        return None
+    try:
+        with open(data_path) as handle:
+            fitted = json.load(handle).get("standardization")
+    except (OSError, ValueError, AttributeError) as error:
+        raise ValueError(f"cannot read {data_path}: {error}") from None
+    if fitted is None:
+        return None
+    try:
+        return check_standardization(f"{data_path}: standardization", (fitted["mean"], fitted["std"]),
+                                     model.in_features)
+    except (KeyError, TypeError) as error:
+        raise ValueError(f"{data_path}: malformed standardization: {error}") from None
