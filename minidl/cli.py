@@ -39,6 +39,8 @@ def _add_train_flags(parser):
         for option in options:
             flag = "--" + option.key.replace("_", "-")
             default_text = "" if option.default is None else f" (default: {option.default})"
+            if option.choices:
+                default_text = f"; one of: {', '.join(option.choices)}" + default_text
             if option.kind is bool:
                 group.add_argument(flag, dest=option.key, action=argparse.BooleanOptionalAction,
                                    default=None, help=option.help + default_text)
@@ -49,13 +51,18 @@ def _add_train_flags(parser):
 
 
 def build_parser():
+    from . import __version__
     parser = _Parser(prog="minidl", description="Train and check multilayer perceptrons, in NumPy.")
+    parser.add_argument("--version", action="version", version=f"minidl {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
     train = commands.add_parser("train", help="train with early stopping and write a run directory",
                                 description="Train an MLP (default: digits, 64-128-10, SGD, early stopping "
-                                            "on val_loss with patience 10, best weights restored).")
+                                            "on val_loss with patience 10, best weights restored). "
+                                            "The summary line printed at the end counts epochs from 1, "
+                                            "as the progress bar does (summary.json and history.json "
+                                            "keep 0-based epoch indices).")
     train.add_argument("--config", help="TOML file of options (keys as the flags, with underscores)")
     train.add_argument("--output", help="run directory (default: runs/<timestamp>)")
     resume_or_overwrite = train.add_mutually_exclusive_group()
@@ -84,7 +91,9 @@ def build_parser():
 
     plot = commands.add_parser("plot", help="plot a history file (json or csv) to PNG")
     plot.add_argument("history", help="history.json, history.csv or a run directory")
-    plot.add_argument("-o", "--output", help="PNG path (default: curves.png beside the history)")
+    plot.add_argument("-o", "--output", help="PNG path (default: curves.png beside the history, "
+                      "only if there is none)")
+    plot.add_argument("--overwrite", action="store_true", help="replace an existing PNG (e.g. the run's curves.png)")
 
     gradcheck = commands.add_parser("gradcheck", help="finite-difference gradient check of an architecture")
     gradcheck.add_argument("--sizes", default="4,8,3", help="layer widths incl. input and output")
@@ -191,7 +200,8 @@ def cmd_train(args):
                   validation_data=(dataset.X_val, dataset.y_val), callbacks=callbacks,
                   seed=config["seed"], check_every_steps=config["check_every_steps"], comm=comm,
                   sync=config["sync"], sync_every=config["sync_every"],
-                  check_replicas=config["check_replicas"], checkpoint=checkpoint, resume=resume)
+                  check_replicas=config["check_replicas"], checkpoint=checkpoint, resume=resume,
+                  verbose=0)                          # the ProgressBar of --quiet / --verbose is in callbacks
     test = evaluate(model, dataset.X_test, dataset.y_test, config["loss"], comm=comm)
     summary = dict(history.summary(), monitor=config["monitor"] if config["early_stopping"] else None,
                    best_value=_best_value(history, config), test_loss=test["loss"],
@@ -224,18 +234,22 @@ def _write_outputs(output, model, history, summary, plot):
         from .plot import plot_history
         try:
             plot_history(history.records, os.path.join(output, rundir.CURVES), history.best_epoch,
-                         history.stopped_epoch, title=f"{summary['dataset']}: stop reason {history.stop_reason}",
-                         steps_per_epoch=history.steps_per_epoch)
+                         history.stopped_epoch, steps_per_epoch=history.steps_per_epoch,
+                         name=os.path.basename(os.path.abspath(output)), stop_reason=history.stop_reason,
+                         best_check=history.best_check, stopped_check=history.stopped_check)
         except ValueError as error:          # matplotlib missing: the run itself is fine
             print(f"minidl: note: no curves.png ({error})", file=sys.stderr)
 
 
 def _summary_line(summary, config):
-    parts = [f"stopped: {summary['stop_reason']} after {summary['epochs_run']} epochs"]
+    """The one line `minidl train` ends with; its epochs count from 1 (summary.json's from 0)."""
+    epoch = summary["epochs_run"]                     # a partial epoch counts: the 1-based epoch it stopped in
+    where = f"at epoch {epoch}" if epoch else "before epoch 1"
+    parts = [f"stopped: {summary['stop_reason']} {where} of {config['epochs']}"]
     if summary["best_epoch"] is not None:
-        parts.append(f"best {config['monitor']} {summary['best_value']:.4g} at epoch {summary['best_epoch']}")
+        parts.append(f"best {config['monitor']} {summary['best_value']:.4g} at epoch {summary['best_epoch'] + 1}")
     if summary["restored_from"] is not None:
-        parts.append(f"restored weights from epoch {summary['restored_from']}")
+        parts.append(f"restored weights from epoch {summary['restored_from'] + 1}")
     test = f"test loss {summary['test_loss']:.4f}"
     if "test_accuracy" in summary:
         test += f", accuracy {summary['test_accuracy']:.4f}"
@@ -279,27 +293,22 @@ def cmd_predict(args):
 
 
 def cmd_plot(args):
-    """Write the curves of a history file (json or csv) to PNG."""
-    from .plot import plot_history
-    from .checkpoint import read_history_csv
+    """Write the curves of a history file (json or csv) to PNG; never replaces a PNG unless told."""
+    from .plot import plot_history, read_run_history
     path = args.history
     if os.path.isdir(path):
         path = os.path.join(path, rundir.HISTORY_JSON)
     if not os.path.exists(path):
         raise UsageError(f"no history file at {path}")
-    best = stopped = steps_per_epoch = None
-    if path.endswith(".csv"):
-        records = read_history_csv(path)
-    else:
-        try:
-            with open(path) as handle:
-                data = json.load(handle)
-            records, best, stopped = data["records"], data.get("best_epoch"), data.get("stopped_epoch")
-            steps_per_epoch = data.get("steps_per_epoch")
-        except (json.JSONDecodeError, KeyError, TypeError) as error:
-            raise UsageError(f"{path} is not a minidl history file: {error}") from None
+    try:
+        records, facts = read_run_history(path)
+    except ValueError as error:
+        raise UsageError(f"{path} is not a minidl history file: {error}") from None
     output = args.output or os.path.join(os.path.dirname(path) or ".", rundir.CURVES)
-    plot_history(records, output, best, stopped, steps_per_epoch=steps_per_epoch)
+    if os.path.exists(output) and not (args.output or args.overwrite):
+        raise UsageError(f"{output} exists (the run's own plot): write elsewhere with -o FILE, "
+                         f"or replace it with --overwrite")
+    plot_history(records, output, **facts)
     print(f"wrote {output}")
     return 0
 

@@ -30,6 +30,7 @@ from .model import MLP
 from .optim import Optimizer
 from .parallel import (ReplicaCheck, agree_on_stop, allreduce_scalars, check_agreement, check_same,
                        collectively, fingerprint, on_rank_zero, shard, sync_strategy)
+from .progress import ProgressBar
 from .validation import check_inputs, check_non_negative_int, check_positive_int, check_real
 from .watchdog import check_timeout
 
@@ -258,7 +259,7 @@ class Trainer:
 def fit(model, loss, optimizer, X, y, *, epochs, batch_size, validation_data=None,
         validation_split=0.0, callbacks=(), seed=0, check_every_steps=None, comm="auto",
         sync="grad", sync_every=1, check_replicas=False, checkpoint=None, resume=False,
-        collective_timeout=None):
+        collective_timeout=None, verbose="auto"):
     """Train ``model`` in place on (X, y) and return its History.
 
     loss: "cross_entropy", "mse" or "binary_cross_entropy".  optimizer: built on ``model``.
@@ -285,6 +286,11 @@ def fit(model, loss, optimizer, X, y, *, epochs, batch_size, validation_data=Non
         that of a run never interrupted.
     collective_timeout: seconds a collective may wait for a frozen or lost rank before the
         job is aborted with a message (default: MINIDL_COLLECTIVE_TIMEOUT, else 600; MPI only).
+    verbose: progress on sys.stderr, from rank 0 only (minidl.progress.ProgressBar).
+        "auto" (default): a tqdm bar per epoch when sys.stderr is a terminal, else nothing;
+        True or 1: the bar on a terminal, else one line per check (epoch, step, metrics);
+        2: one line per check, never a bar (Keras's verbose=2); False or 0: nothing.
+        When ``callbacks`` already holds a ProgressBar, fit adds none.
 
     Start-up is collective: a ValueError/TypeError on any rank (bad input, a checkpoint
     mismatch) or ranks disagreeing on the configuration raise the same error on every rank.
@@ -294,8 +300,8 @@ def fit(model, loss, optimizer, X, y, *, epochs, batch_size, validation_data=Non
     stats_before = comm.stats.snapshot()
     trainer = collectively(comm, lambda: Trainer(
         model, loss, optimizer, X, y, epochs=epochs, batch_size=batch_size,
-        validation_data=validation_data, validation_split=validation_split, callbacks=callbacks,
-        seed=seed, check_every_steps=check_every_steps, comm=comm, sync=sync,
+        validation_data=validation_data, validation_split=validation_split,
+        callbacks=_with_progress(callbacks, verbose, epochs, comm.rank), seed=seed, check_every_steps=check_every_steps, comm=comm, sync=sync,
         sync_every=sync_every, check_replicas=check_replicas, checkpoint=checkpoint,
         collective_timeout=collective_timeout))
     return trainer.fit(resume, stats_before)
@@ -360,6 +366,15 @@ def _training_data(loss, model, X, y, validation_data, validation_split):
         y_val = check_loss_targets(loss, validation_data[1], (len(X_val), model.out_features), model.dtype)
         validation = (X_val, y_val)
     return X, y, validation
+
+
+def _with_progress(callbacks, verbose, epochs, rank):
+    """``callbacks`` as a list, with the ProgressBar of ``verbose`` at the end unless one is there."""
+    callbacks = _callback_list(callbacks)
+    progress = ProgressBar.for_verbose(verbose, epochs, rank)
+    if progress is not None and not any(isinstance(callback, ProgressBar) for callback in callbacks):
+        callbacks.append(progress)
+    return callbacks
 
 
 def _callback_list(callbacks):

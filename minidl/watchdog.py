@@ -78,6 +78,7 @@ class Watchdog:
                     f"timeout {self.timeout:g} s (--collective-timeout, {ENVIRONMENT_VARIABLE}); "
                     f"aborting all ranks\n")
                 sys.stderr.flush()
+                time.sleep(1.0)           # let the launcher forward the line before the abort ends it
                 self.abort(EXIT_TIMEOUT)
                 return
 

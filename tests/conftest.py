@@ -1,4 +1,5 @@
 """Shared test configuration: tolerances, the error metric, hypothesis profiles, fixtures."""
+import io
 import os
 import signal
 import subprocess
@@ -37,6 +38,28 @@ def run_in_session(command, timeout, **popen_kwargs):
             stdout, stderr = process.communicate()
             pytest.fail(f"`{' '.join(map(str, command))}` still ran after {timeout} s (a hang)\n{stderr[-3000:]}")
     return subprocess.CompletedProcess(command, process.returncode, stdout, stderr), time.perf_counter() - started
+
+
+class FakeTTY(io.StringIO):
+    """A stream that says it is a terminal, so that tqdm draws its bar into it."""
+
+    def isatty(self):
+        return True
+
+
+@pytest.fixture
+def opened_bars(monkeypatch):
+    """The descriptions of the tqdm bars opened, in order."""
+    import tqdm
+    opened = []
+
+    class CountingBar(tqdm.tqdm):
+        def __init__(self, *args, **kwargs):
+            opened.append(kwargs["desc"])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(tqdm, "tqdm", CountingBar)
+    return opened
 
 
 def assert_close(actual, expected, tol, what=""):

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import EXACT_TOL, assert_close, kill_after_checks
+from conftest import EXACT_TOL, FakeTTY, assert_close, kill_after_checks
 from minidl import checkpoint as ckpt
 from minidl import rundir
 from minidl.cli import main
@@ -80,7 +80,7 @@ def blobs_run(tmp_path_factory):
 def test_run_directory_holds_every_output(digits_run):
     output, (code, out, err) = digits_run
     assert sorted(os.listdir(output)) == sorted(rundir.OUTPUTS)
-    assert out.startswith("minidl: stopped: max_epochs after 3 epochs") and "test loss" in out
+    assert out.startswith("minidl: stopped: max_epochs at epoch 3 of 3") and "test loss" in out
     assert err == ""                                            # --quiet: no bar, no per-check lines
     assert (output / "curves.png").read_bytes()[:8] == PNG
 
@@ -354,6 +354,48 @@ def test_plot_writes_a_png(tmp_path, blobs_run):
     assert (tmp_path / "y.png").read_bytes()[:8] == PNG
 
 
+def test_plot_never_overwrites_the_runs_own_curves_unless_told(tmp_path, blobs_run):
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("history.json", "history.csv", "summary.json", "curves.png"):
+        (run / name).write_bytes((blobs_run / name).read_bytes())
+    before = (run / "curves.png").read_bytes()
+    for target in (run, run / "history.json", run / "history.csv"):
+        assert_usage_error(cli("plot", target), "curves.png exists", "-o FILE", "--overwrite")
+    assert (run / "curves.png").read_bytes() == before
+    code, out, err = cli("plot", run, "-o", tmp_path / "other.png")
+    assert code == 0 and (tmp_path / "other.png").read_bytes()[:8] == PNG, err
+    assert cli("plot", run, "-o", tmp_path / "other.png")[0] == 0          # -o names the file: replaced
+    code, out, err = cli("plot", run / "history.json", "--overwrite")
+    assert code == 0 and out.strip() == f"wrote {run / 'curves.png'}", err
+    assert (run / "curves.png").read_bytes()[:8] == PNG
+    (run / "curves.png").unlink()
+    assert cli("plot", run)[0] == 0 and (run / "curves.png").exists()       # none yet: written beside it
+
+
+def test_plot_titles_the_figure_with_the_run_and_its_stop(tmp_path, blobs_run, monkeypatch):
+    import minidl.plot
+    seen = {}
+    original = minidl.plot.plot_history
+    monkeypatch.setattr(minidl.plot, "plot_history",
+                        lambda *a, **k: seen.setdefault("fig", original(*a, **k)[0].figure))
+    assert cli("plot", blobs_run, "-o", tmp_path / "x.png")[0] == 0
+    assert seen["fig"].get_suptitle() == "blobs: stopped by max_epochs at epoch 2"
+
+
+@pytest.mark.parametrize("content", ['{"records": [{"epoch": 0}]}', '{"records": 3}', "[1, 2]", "{not json",
+                                     '{"records": [{"epoch": 0, "loss": "low"}]}'])
+def test_plot_of_a_malformed_history_is_one_line(tmp_path, content):
+    (tmp_path / "history.json").write_text(content)
+    assert_usage_error(cli("plot", tmp_path), "not a minidl history file")
+    assert not (tmp_path / "curves.png").exists()
+
+
+def test_plot_of_a_malformed_csv_is_one_line(tmp_path):
+    (tmp_path / "history.csv").write_text("epoch,loss\n0,low\n")
+    assert_usage_error(cli("plot", tmp_path / "history.csv"), "not a minidl history file")
+
+
 def test_gradcheck_prints_a_table_and_passes():
     code, out, err = cli("gradcheck", "--sizes", "3,5,2", "--activation", "tanh")
     assert code == 0, err
@@ -410,11 +452,6 @@ def test_fine_tune_from_a_checkpoint_file(tmp_path, digits_run):
 
 
 # ------------------------------------------------------------------------ progress reporting
-class FakeTTY(io.StringIO):
-    def isatty(self):
-        return True
-
-
 @pytest.mark.parametrize("stream_type, enabled, verbose, bar, lines", [
     (io.StringIO, True, False, False, 0),          # not a TTY: no bar
     (io.StringIO, True, True, False, 2),           # --verbose: a line per check
@@ -446,6 +483,56 @@ def test_verbose_train_prints_a_line_per_check(tmp_path):
     assert code == 0
     assert len([line for line in err.splitlines() if line.startswith("epoch ")]) == 3
     assert "samples/s" in out and "run directory" in out
+
+
+def test_train_on_a_terminal_draws_one_bar_per_epoch_counting_to_n_of_n(tmp_path, monkeypatch, opened_bars):
+    import re
+    stream = FakeTTY()
+    monkeypatch.setattr(sys, "stderr", stream)
+    code = main(["train", "--dataset", "blobs", "--epochs", "2", "--output", str(tmp_path / "run"), "--no-plot"])
+    assert code == 0
+    assert opened_bars == ["epoch 1/2", "epoch 2/2"]            # the CLI's bar, not a second one of fit's
+    text = stream.getvalue()
+    assert not re.search(r": \d+step \[", text)                 # never a count past the total
+    counts = re.findall(r"epoch (\d)/2:[^\r\n]*?\| *(\d+)/(\d+) \[", text)
+    for epoch in ("1", "2"):
+        last = [(int(n), int(total)) for e, n, total in counts if e == epoch][-1]
+        assert last[0] == last[1], (epoch, last)
+
+
+# ------------------------------------------------------------------------ --help, --version, the summary line
+def test_version_prints_the_package_version():
+    import minidl
+    code, out, err = cli("--version")
+    assert code == 0 and out.strip() == f"minidl {minidl.__version__}"
+
+
+def test_train_help_lists_the_choices_of_every_option_that_has_them():
+    from minidl.config import TRAIN_OPTIONS
+    code, out, _ = cli("train", "--help")
+    assert code == 0
+    flat = " ".join(out.split())
+    with_choices = [option for option in TRAIN_OPTIONS if option.choices]
+    assert {option.key for option in with_choices} >= {"dataset", "optimizer", "init", "sync", "dtype"}
+    for option in with_choices:
+        assert f"one of: {', '.join(option.choices)}" in flat, option.key
+
+
+def test_the_summary_line_counts_epochs_from_1(tmp_path):
+    import re
+    output = tmp_path / "run"
+    code, out, err = cli("train", "--dataset", "blobs", "--epochs", 30, "--patience", 2, "--hidden", 8,
+                         "--output", output, "--quiet", "--no-plot")
+    assert code == 0, err
+    summary = json.loads((output / "summary.json").read_text())
+    assert summary["stop_reason"] == "patience", summary       # JSON: 0-based indices, as before
+    match = re.match(r"minidl: stopped: patience at epoch (\d+) of 30 \| best val_loss \S+ at epoch (\d+) "
+                     r"\| restored weights from epoch (\d+) \|", out)
+    assert match, out
+    stopped, best, restored = map(int, match.groups())
+    assert stopped == summary["stopped_epoch"] + 1 == summary["epochs_run"]
+    assert best == summary["best_epoch"] + 1 and restored == summary["restored_from"] + 1
+    assert stopped == best + 2                                  # patience 2: two checks after the best
 
 
 @pytest.mark.parametrize("arrays, match", [

@@ -1,9 +1,11 @@
 """fit(): validation split, shuffling, checks, metrics, History files, the callback protocol,
 stop reasons, best-weight restoring, the XOR early-stopping demo and exact resume."""
 import importlib.util
+import io
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import EXACT_TOL, assert_close, kill_after_checks
+from conftest import EXACT_TOL, FakeTTY, assert_close, kill_after_checks
 from minidl import MLP, SGD, Adam
 from minidl import checkpoint as ckpt
 from minidl.data import make_blobs, make_xor
@@ -722,3 +724,103 @@ def test_collective_timeout_comes_from_the_argument_then_the_environment_then_th
     model = MLP([2, 3, 2])
     fit(model, "cross_entropy", SGD(model), X, y, epochs=1, batch_size=4, comm=comm, collective_timeout=7)
     assert comm.collective_timeout == 7.0
+
+
+# ------------------------------------------------------------------------ fit(verbose=...)
+BAR = re.compile(r"epoch (\d+)/(\d+):[^\r\n]*?\| *(\d+)/(\d+) \[")
+
+
+def bar_counts(text):
+    """{epoch (1-based): [count, ...] in the order tqdm drew them}, checking every total."""
+    assert not re.search(r": \d+step \[", text), "a count past the total (tqdm drops the bar)"
+    counts = {}
+    for epoch, _, count, total in BAR.findall(text):
+        assert int(count) <= int(total), (epoch, count, total)
+        counts.setdefault(int(epoch), []).append(int(count))
+    return counts
+
+
+def check_lines(text):
+    return [line for line in text.splitlines() if line.startswith("epoch ") and "val_loss" in line]
+
+
+def verbose_fit(verbose, stream, monkeypatch, epochs=3, callbacks=(), **kwargs):
+    """4 steps per epoch (32 training samples, batches of 8), with sys.stderr = ``stream``."""
+    monkeypatch.setattr(sys, "stderr", stream)
+    X, y = make_blobs(40, seed=0)
+    model = MLP([2, 4, 3], seed=0)
+    kwargs = {"verbose": verbose} if verbose is not None else {}
+    return fit(model, "cross_entropy", SGD(model, lr=0.1), X, y, epochs=epochs, batch_size=8,
+               validation_split=0.2, callbacks=list(callbacks), **kwargs)
+
+
+def test_fit_shows_a_bar_by_default_on_a_terminal_counting_to_n_of_n(monkeypatch):
+    stream = FakeTTY()
+    verbose_fit(None, stream, monkeypatch)                    # verbose="auto"
+    counts = bar_counts(stream.getvalue())
+    assert sorted(counts) == [1, 2, 3]
+    for epoch, seen in counts.items():
+        assert seen[-1] == 4 and seen == sorted(seen), (epoch, seen)   # ends at 4/4, never 5/4
+    assert "epoch 1/3" in stream.getvalue() and check_lines(stream.getvalue()) == []
+
+
+@pytest.mark.parametrize("verbose, tty, bar, lines", [
+    ("auto", False, False, 0),          # not a terminal: silent
+    (0, True, False, 0),
+    (False, True, False, 0),
+    (1, True, True, 0),
+    (True, False, False, 3),            # asked for, but no terminal: a line per check
+    (2, True, False, 3),                # Keras's verbose=2: a line per check, never a bar
+    (2, False, False, 3),
+])
+def test_fit_verbose_levels(monkeypatch, verbose, tty, bar, lines):
+    stream = FakeTTY() if tty else io.StringIO()
+    verbose_fit(verbose, stream, monkeypatch)
+    text = stream.getvalue()
+    assert bool(bar_counts(text)) == bar
+    assert len(check_lines(text)) == lines
+    if not bar and not lines:
+        assert text == ""
+
+
+@pytest.mark.parametrize("bad", ["yes", 3, -1, 1.5, None])
+def test_fit_refuses_an_unknown_verbose(bad, monkeypatch):
+    with pytest.raises(ValueError, match="verbose must be"):
+        verbose_fit(bad if bad is not None else "None", io.StringIO(), monkeypatch)
+
+
+def test_fit_adds_no_second_bar_to_a_progress_bar_callback(monkeypatch, opened_bars):
+    from minidl.progress import ProgressBar
+    stream = FakeTTY()
+    verbose_fit("auto", stream, monkeypatch, epochs=2, callbacks=[ProgressBar(4, 2, stream=stream)])
+    assert opened_bars == ["epoch 1/2", "epoch 2/2"]
+
+
+def test_fit_reports_on_rank_zero_only(monkeypatch, opened_bars):
+    from minidl.simulated import run_simulated
+    stream = FakeTTY()
+    monkeypatch.setattr(sys, "stderr", stream)
+    X, y = make_blobs(40, seed=0)
+
+    def train(comm, verbose):
+        model = MLP([2, 4, 3], seed=0)
+        return fit(model, "cross_entropy", SGD(model, lr=0.1), X, y, epochs=2, batch_size=8,
+                   validation_split=0.2, comm=comm, verbose=verbose)
+
+    run_simulated(2, lambda comm: train(comm, "auto"))
+    assert opened_bars == ["epoch 1/2", "epoch 2/2"]                 # rank 0's bars only
+    assert all(seen[-1] == 4 for seen in bar_counts(stream.getvalue()).values())
+    stream.seek(0), stream.truncate()
+    run_simulated(2, lambda comm: train(comm, 2))
+    assert len(check_lines(stream.getvalue())) == 2                 # one per check, not one per rank
+
+
+def test_the_bar_of_a_run_resumed_mid_epoch_continues_from_its_batch(tmp_path, monkeypatch):
+    blobs_run(6, tmp_path / "part.npz", extra=[InterruptAt(27)])   # 12 steps per epoch: epoch 3, batch 3
+    stream = FakeTTY()
+    monkeypatch.setattr(sys, "stderr", stream)
+    blobs_run(6, tmp_path / "part.npz", resume=True)
+    counts = bar_counts(stream.getvalue())
+    assert sorted(counts) == [3, 4, 5, 6]
+    assert counts[3][0] == 3 and counts[3][-1] == 12             # drawn at 3/12: 3 batches were done
+    assert all(seen[-1] == 12 and seen == sorted(seen) for seen in counts.values())

@@ -27,9 +27,9 @@ def main(path=os.path.join(HERE, "early_stopping_curves.png")):
                          epochs=200, batch_size=16, validation_data=(data.X_val, data.y_val),
                          callbacks=[monitor], seed=0)
     plot_history(history.records, path, history.best_epoch, history.stopped_epoch,
-                 title=f"EarlyStopping(patience=8): stop reason {history.stop_reason}")
-    print(f"best epoch {history.best_epoch}, stopped at epoch {history.stopped_epoch}, "
-          f"weights restored from epoch {history.restored_from}; wrote {path}")
+                 name="EarlyStopping(patience=8), noisy labels", stop_reason=history.stop_reason)
+    print(f"best: epoch {history.best_epoch + 1}, stopped at epoch {history.stopped_epoch + 1}, "
+          f"weights restored from epoch {history.restored_from + 1} (counted from 1); wrote {path}")
     return history
 
 
