@@ -124,11 +124,10 @@ def test_srun_trains_as_one_run_or_stops_with_the_launch_error(plugin, tmp_path,
         assert "Traceback" not in job.stderr and not output.exists()
 
 
+@pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec (pip install -e '.[mpi]')")
 def test_mpiexec_inside_an_allocation_trains_as_one_run(tmp_path, capsys):
     """salloc -n 2 mpiexec -n 2 minidl train: Hydra starts its proxy with srun, the ranks get
     PMI_RANK/PMI_SIZE (and the proxy's one-task SLURM_* variables, which must not confuse minidl)."""
-    if MPIEXEC is None:
-        pytest.skip("no mpiexec (pip install -e '.[mpi]')")
     name = f"minidl-test-{os.getpid()}"
     output = tmp_path / "run"
     command = [SALLOC, "-n", "2", f"--job-name={name}", "--time=5", MPIEXEC, "-n", "2",
