@@ -272,8 +272,8 @@ class ReduceLROnPlateau(_Monitor):
 
     (num_reductions counts these). So patience=2 reduces on the 2nd non-improving check
     (PyTorch's scheduler waits for the 3rd). Keras compares its float32 learning-rate variable
-    with float32(min_lr); minidl's lr is float64 and is compared with min_lr directly, so a
-    learning rate already at min_lr is never "reduced" again. A non-finite value is no
+    with float32(min_lr); minidl's lr is float64 and a rate within rounding of min_lr (4 ulps) is
+    at min_lr, so a learning rate at min_lr is never "reduced" again. A non-finite value is no
     improvement and never becomes best (Keras takes a NaN first value as best).
     """
     _SETTINGS = _Monitor._SETTINGS + ("factor", "cooldown", "min_lr")
@@ -303,11 +303,16 @@ class ReduceLROnPlateau(_Monitor):
             self.best, self.wait = value, 0
         elif self.cooldown_counter == 0:
             self.wait += 1
-            if self.wait >= self.patience and lr > self.min_lr:
+            if self.wait >= self.patience and not self._at_min_lr(lr):
                 lr = max(lr * self.factor, self.min_lr)
                 self.cooldown_counter, self.wait = self.cooldown, 0
                 self.num_reductions += 1
         return lr
+
+    def _at_min_lr(self, lr):
+        """lr is at min_lr, or within rounding of it (4 ulps): 0.1 * 0.1 * 0.1 is
+        0.0010000000000000002, and one more "reduction" onto min_lr=0.001 would be none."""
+        return lr - self.min_lr <= 4 * math.ulp(self.min_lr)
 
     def on_check(self, run):
         run.optimizer.lr = self.update(self._metric(run), run.optimizer.lr)

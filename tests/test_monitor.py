@@ -555,3 +555,17 @@ def test_load_state_dict_validates_and_changes_nothing_on_error():
         assert fresh.state_dict() == EarlyStopping(patience=2).state_dict(), name
     fresh.load_state_dict(good)
     assert fresh.update(2.5) and fresh.stopped_epoch == 3      # continues: wait 1 -> 2
+
+
+def test_a_rate_within_rounding_of_min_lr_is_not_reduced_again():
+    """lr 0.1, factor 0.1, min_lr 0.001, patience 1 on a flat sequence: two reductions leave
+    0.0010000000000000002 in float64; that is min_lr, not a rate to reduce once more."""
+    plateau = ReduceLROnPlateau(factor=0.1, patience=1, min_lr=0.001, min_delta=0)
+    lr, rates = 0.1, []
+    for _ in range(6):
+        lr = plateau.update(1.0, lr)
+        rates.append(lr)
+    assert rates[:3] == [0.1, 0.1 * 0.1, 0.1 * 0.1 * 0.1] and 0.1 * 0.1 * 0.1 != 0.001
+    assert rates[3:] == [rates[2]] * 3 and plateau.num_reductions == 2
+    above = ReduceLROnPlateau(factor=0.5, patience=1, min_lr=0.001)   # 1e-4 above min_lr: reduced
+    assert [above.update(1.0, 0.0010001) for _ in range(2)] == [0.0010001, 0.001] and above.num_reductions == 1
