@@ -7,10 +7,10 @@ Notation used in every docstring (see docs/conventions.md):
     forward(x) caches exactly what backward needs; backward(dy) returns dx and
     OVERWRITES its parameter gradients (an MLP shares no weights, so nothing accumulates)
 """
-from .gradcheck import check_gradients, check_layer, relative_error
+from .gradcheck import check_gradients, check_layer, loss_and_grads, relative_error
 from .layers import Dense, Identity, LeakyReLU, ReLU, Sigmoid, Tanh
 from .losses import binary_cross_entropy, mse, softmax_cross_entropy
-from .model import MLP, loss_and_grads
+from .model import MLP
 from .monitor import EarlyStopping, ReduceLROnPlateau
 from .optim import SGD, Adam
 from .schedules import CosineAnnealingLR, ExponentialLR, LinearLR, SequentialLR, StepLR

@@ -152,7 +152,7 @@ def training_state(trainer):
             callback_states.append({"index": index, "type": type(callback).__name__,
                                     "state": callback_scalars})
     meta = {"model": trainer.model.config(),
-            "trainable": [dense.trainable for dense in trainer.model.dense_layers],
+            "trainable": trainer.model.trainable,
             "optimizer": optimizer_scalars, "callbacks": callback_states,
             "counters": {"epoch": run.epoch, "batch": run.batch, "step": run.step, "check": run.check},
             "accumulators": sums.tolist(), "samples_seen": run.samples_seen,
@@ -197,9 +197,8 @@ def _load_training_state(trainer, arrays, meta):
         warnings.warn(f"resuming in a different environment ({meta['environment']} -> "
                       f"{rounding_environment(trainer.comm)}): results may differ by rounding",
                       RuntimeWarning, stacklevel=4)
+    model.trainable = meta["trainable"]
     model.params[...] = arrays["params"]
-    for dense, trainable in zip(model.dense_layers, meta["trainable"]):
-        dense.trainable = trainable
     trainer.optimizer.load_state_dict(merge_state("optimizer", meta["optimizer"], arrays))
     for entry in meta["callbacks"]:
         callback = run.callbacks[entry["index"]] if entry["index"] < len(run.callbacks) else None

@@ -32,7 +32,8 @@ import numpy as np
 
 from .checkpoint import atomic_write
 from .losses import resolve_loss
-from .model import MLP, loss_and_grads
+from .gradcheck import loss_and_grads
+from .model import MLP
 from .optim import OPTIMIZERS
 from .oracle import Report, compare, compare_trajectory, make_optimizer, trajectory
 from .validation import check_non_negative_int, check_positive_int

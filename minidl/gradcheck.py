@@ -14,6 +14,7 @@ import numpy as np
 
 from .layers import Dense
 from .losses import check_loss_targets, loss_kernel
+from .model import MLP
 from .validation import check_inputs, check_real
 
 TINY = 1e-300
@@ -73,11 +74,9 @@ def check_gradients(model, X, y, loss="cross_entropy", eps=1e-5, check_input=Tru
     GradcheckReport with one row per parameter tensor (state_dict names) and one for "input".
     """
     eps = check_real("eps", eps, minimum=0.0, min_inclusive=False)
-    if not callable(getattr(model, "config", None)):
+    if not isinstance(model, MLP):
         raise TypeError(f"model must be a minidl.MLP, got {type(model).__name__}")
-    config = dict(model.config(), dtype="float64")
-    work = type(model)(**config)
-    work.params[...] = model.params
+    work = model.copy(dtype="float64")
     kernel = loss_kernel(loss)
     X = check_inputs("X", X, np.float64, work.in_features)
     targets = check_loss_targets(loss, y, (X.shape[0], work.out_features), np.float64)
@@ -123,3 +122,19 @@ def check_layer(layer, x, eps=1e-5, seed=0):
     errors = {name: relative_error(analytic[name], _central_differences(f, tensors[name], eps))
               for name in analytic}
     return GradcheckReport(errors, {name: tensors[name].shape for name in tensors})
+
+
+def loss_and_grads(model, X, y, loss="cross_entropy"):
+    """(loss, {name: gradient}) of ``loss`` for the batch (X, y) at the model's parameters.
+
+    The dict has the keys, order and shapes of ``model.state_dict()`` and holds copies.
+    loss: "cross_entropy", "mse" or "binary_cross_entropy" (see minidl.losses for reductions).
+    """
+    if not isinstance(model, MLP):
+        raise TypeError(f"model must be a minidl.MLP, got {type(model).__name__}")
+    kernel = loss_kernel(loss)
+    X = check_inputs("X", X, model.dtype, model.in_features)
+    targets = check_loss_targets(loss, y, (X.shape[0], model.out_features), model.dtype)
+    value, dlogits = kernel(model.forward_unchecked(X), targets, X.shape[0])
+    model.backward_unchecked(dlogits)
+    return value, {name: grad.copy() for name, grad in model.named_gradients().items()}

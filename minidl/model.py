@@ -10,9 +10,9 @@ from collections.abc import Mapping
 import numpy as np
 
 from .layers import INIT_SCHEMES, Dense, LeakyReLU, Workspace, check_activation, make_activation, stable_sigmoid
-from .losses import _log_softmax_parts, check_loss_targets, loss_kernel, resolve_loss
+from .losses import _log_softmax_parts, resolve_loss
 from .validation import (as_dtype, check_finite, check_inputs, check_positive_int, check_real, check_same_keys,
-                         numeric_array)
+                         numeric_array, per_hidden_layer)
 
 RELU_FAMILY = ("relu", "leaky_relu")
 INIT_CHOICES = ("auto",) + INIT_SCHEMES         # auto: He before ReLU-like layers, else Glorot
@@ -31,19 +31,6 @@ def merge_adjacent(spans):
         else:
             merged.append((start, stop, key))
     return merged
-
-
-def _per_hidden_layer(name, value, count, kinds):
-    """One value for every hidden layer, or a list with one per hidden layer."""
-    try:
-        values = [value] * count if isinstance(value, kinds) else list(value)
-    except TypeError:
-        raise TypeError(f"{name} must be one value or a list of {count} (one per hidden layer), "
-                        f"got {value!r}") from None
-    if len(values) != count:
-        raise ValueError(f"{name} must be one value or a list of {count} (one per hidden layer), "
-                         f"got {len(values)}")
-    return values
 
 
 class MLP:
@@ -67,11 +54,11 @@ class MLP:
                  negative_slope=0.01):
         self.sizes = self._check_sizes(sizes)
         hidden = len(self.sizes) - 2
-        names = _per_hidden_layer("activation", activation, hidden, str)
+        names = per_hidden_layer("activation", activation, hidden, str)
         for name in names:
             check_activation(name)
         slopes = [check_real("negative_slope", slope) for slope in
-                  _per_hidden_layer("negative_slope", negative_slope, hidden, numbers.Real)]
+                  per_hidden_layer("negative_slope", negative_slope, hidden, numbers.Real)]
         if init not in INIT_CHOICES:
             raise ValueError(f"init must be one of {INIT_CHOICES}, got {init!r}")
         if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
@@ -193,12 +180,11 @@ class MLP:
         if n_outputs is not None:
             n_outputs = check_positive_int("n_outputs", n_outputs)
             changes.update(sizes=list(self.sizes[:-1]) + [n_outputs], seed=self.seed if seed is None else seed)
-        twin = MLP(**dict(self.config(), **changes))
+        twin = type(self)(**dict(self.config(), **changes))           # a subclass stays one
         kept = twin.dense_layers if n_outputs is None else twin.dense_layers[:-1]
         end = self.layout()[2 * len(kept) - 1][2] if kept else 0      # the copied layers' span
         twin.params[:end] = self.params[:end]
-        for mine, theirs in zip(self.dense_layers, kept):
-            theirs.trainable = mine.trainable
+        twin.trainable = self.trainable[:len(kept)] + twin.trainable[len(kept):]
         return twin
 
     # ----------------------------------------------------------------- freezing
@@ -213,6 +199,20 @@ class MLP:
 
     def unfreeze(self, *dense_indices):
         self.freeze(*dense_indices, trainable=True)
+
+    @property
+    def trainable(self):
+        """[flag per Dense layer]: which layers the optimizer updates; assign a list to set all."""
+        return [dense.trainable for dense in self.dense_layers]
+
+    @trainable.setter
+    def trainable(self, flags):
+        flags = list(flags)
+        if len(flags) != len(self.dense_layers) or not all(isinstance(flag, bool) for flag in flags):
+            raise ValueError(f"trainable must be {len(self.dense_layers)} booleans (one per Dense "
+                             f"layer), got {flags!r}")
+        for dense, flag in zip(self.dense_layers, flags):
+            dense.trainable = flag
 
     def trainable_spans(self):
         """[(start, stop)] ranges of model.params that the optimizer updates (adjacent merged)."""
@@ -372,7 +372,7 @@ class MLP:
     def __reduce__(self):
         """Pickled as architecture, parameters and frozen flags (the layers' views into the flat
         buffers are rebuilt), so that a model can travel between ranks (broadcast_object)."""
-        return _rebuild, (self.config(), self.params, [dense.trainable for dense in self.dense_layers])
+        return _rebuild, (self.config(), self.params, self.trainable)
 
     def __repr__(self):
         return (f"MLP(sizes={list(self.sizes)}, activation={list(self.activations)}, "
@@ -383,22 +383,13 @@ def _rebuild(config, params, trainable):
     """The model MLP.__reduce__ describes."""
     model = MLP(**config)
     model.params[...] = params
-    for dense, flag in zip(model.dense_layers, trainable):
-        dense.trainable = flag
+    model.trainable = trainable
     return model
 
 
-def loss_and_grads(model, X, y, loss="cross_entropy"):
-    """(loss, {name: gradient}) of ``loss`` for the batch (X, y) at the model's parameters.
-
-    The dict has the keys, order and shapes of ``model.state_dict()`` and holds copies.
-    loss: "cross_entropy", "mse" or "binary_cross_entropy" (see minidl.losses for reductions).
-    """
-    if not isinstance(model, MLP):
-        raise TypeError(f"model must be a minidl.MLP, got {type(model).__name__}")
-    kernel = loss_kernel(loss)
-    X = check_inputs("X", X, model.dtype, model.in_features)
-    targets = check_loss_targets(loss, y, (X.shape[0], model.out_features), model.dtype)
-    value, dlogits = kernel(model.forward_unchecked(X), targets, X.shape[0])
-    model.backward_unchecked(dlogits)
-    return value, {name: grad.copy() for name, grad in model.named_gradients().items()}
+def __getattr__(name):
+    """minidl.model.loss_and_grads, from before it moved to minidl/gradcheck.py."""
+    if name == "loss_and_grads":
+        from .gradcheck import loss_and_grads
+        return loss_and_grads
+    raise AttributeError(f"module 'minidl.model' has no attribute {name!r}")

@@ -58,7 +58,7 @@ def save_model(model, path, standardization=None):
     if standardization is not None:
         arrays[MEAN], arrays[STD] = standardization
     header = json.dumps({"format": FORMAT, "version": FORMAT_VERSION, "config": model.config(),
-                         "trainable": [dense.trainable for dense in model.dense_layers]})
+                         "trainable": model.trainable})
     atomic_write(path, lambda handle: np.savez(handle, **arrays, **{MODEL_KEY: np.array(header)}))
 
 
@@ -95,9 +95,7 @@ def _from_arrays(path, arrays):
         if header.get("version") != FORMAT_VERSION:
             raise ValueError(f"format version {header.get('version')}, this minidl reads {FORMAT_VERSION}")
         model = MLP(**header["config"])
-        trainable = header["trainable"]
-        if len(trainable) != len(model.dense_layers) or not all(isinstance(flag, bool) for flag in trainable):
-            raise ValueError(f"trainable must be {len(model.dense_layers)} booleans, got {trainable!r}")
+        model.trainable = header["trainable"]              # checked: one boolean per Dense layer
         standardization = None
         if MEAN in arrays or STD in arrays:
             standardization = check_standardization("standardization", (arrays.pop(MEAN, None),
@@ -105,8 +103,6 @@ def _from_arrays(path, arrays):
         model.load_state_dict(arrays)                     # keys, shapes, finite values
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as error:
         raise ValueError(f"{path} is not a valid minidl model file: {error}") from None
-    for dense, flag in zip(model.dense_layers, trainable):
-        dense.trainable = flag
     return model, standardization
 
 

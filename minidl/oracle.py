@@ -22,7 +22,8 @@ import numpy as np
 
 from .gradcheck import relative_error
 from .interop import to_numpy
-from .model import MLP, loss_and_grads
+from .gradcheck import loss_and_grads
+from .model import MLP
 from .monitor import EarlyStopping, ReduceLROnPlateau
 from .optim import OPTIMIZERS, Optimizer
 from .validation import check_positive_int, check_real, check_same_keys

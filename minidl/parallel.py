@@ -297,7 +297,7 @@ def fingerprint(fit_config, model, optimizer, callbacks, arrays):
     architecture = model.config()
     del architecture["seed"]
     return {**fit_config, "model": architecture, "num_parameters": model.num_parameters,
-            "trainable": [dense.trainable for dense in model.dense_layers],
+            "trainable": model.trainable,
             "optimizer": [type(optimizer).__name__, optimizer.hyperparameters()],
             "callbacks": [type(callback).__name__ for callback in callbacks],
             **{f"callbacks[{index}].{name}": value for index, callback in enumerate(callbacks)

@@ -89,6 +89,10 @@ def load_model(path):
         raise CheckpointError(f"{path}: params has shape {None if params is None else params.shape}, "
                               f"the model {list(model.sizes)} needs {model.params.shape}")
     model.params[...] = params
+    try:
+        model.trainable = meta.get("trainable", model.trainable)      # its frozen layers too
+    except ValueError as error:
+        raise CheckpointError(f"{path}: {error}") from None
     return model
 
 

@@ -138,3 +138,16 @@ def check_targets(name, y, shape, dtype, low=None, high=None):
         raise ValueError(f"{name} must lie in [{low}, {high}], got values in "
                          f"[{targets.min()}, {targets.max()}]")
     return np.ascontiguousarray(targets, dtype=dtype)
+
+
+def per_hidden_layer(name, value, count, kinds):
+    """One value for every hidden layer, or a list with one per hidden layer."""
+    try:
+        values = [value] * count if isinstance(value, kinds) else list(value)
+    except TypeError:
+        raise TypeError(f"{name} must be one value or a list of {count} (one per hidden layer), "
+                        f"got {value!r}") from None
+    if len(values) != count:
+        raise ValueError(f"{name} must be one value or a list of {count} (one per hidden layer), "
+                         f"got {len(values)}")
+    return values

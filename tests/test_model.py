@@ -417,3 +417,27 @@ def test_backward_after_predict_is_refused_until_the_next_forward():
         model.backward(np.ones((5, 2)))
     model.forward(X)
     model.backward(np.ones((5, 2)))                          # a fresh forward makes it valid again
+
+
+def test_trainable_lists_and_sets_the_frozen_flags_of_every_dense_layer():
+    model = MLP([3, 4, 4, 2])
+    model.freeze(1)
+    assert model.trainable == [True, False, True]
+    model.trainable = [False, True, True]
+    assert [dense.trainable for dense in model.dense_layers] == [False, True, True]
+    for bad in ([True, True], [1, 0, 1], "yes"):
+        with pytest.raises(ValueError, match="trainable must be 3 booleans"):
+            model.trainable = bad
+    assert model.trainable == [False, True, True]                  # a refused list changes nothing
+    assert model.copy().trainable == model.trainable
+    assert model.copy(n_outputs=5).trainable == [False, True, True]   # the new head is trainable
+
+
+def test_a_checkpoint_loaded_as_a_model_keeps_its_frozen_layers(tmp_path):
+    import minidl
+    X, y = np.random.default_rng(0).normal(size=(12, 3)), np.arange(12) % 2
+    model = MLP([3, 4, 2])
+    model.freeze(0)
+    minidl.fit(model, "cross_entropy", minidl.SGD(model, lr=0.1), X, y, epochs=1, batch_size=4,
+               checkpoint=tmp_path / "run.npz", comm=None)
+    assert minidl.load(tmp_path / "run.npz").trainable == [False, True]
