@@ -111,6 +111,8 @@ def time_epochs(dtype, args):
     epochs, gemms = clock.epochs[1:], clock.gemms[1:]          # the first epoch warms up
     return {"epoch_s": statistics.median(epochs), "gemm_epoch_s": statistics.median(gemms),
             "ratio": statistics.median(e / g for e, g in zip(epochs, gemms)),
+            "ratio_min": min(e / g for e, g in zip(epochs, gemms)),
+            "ratio_max": max(e / g for e, g in zip(epochs, gemms)),
             "epochs_timed": len(epochs), "data_mb": (X.nbytes + X_val.nbytes) / 2**20}
 
 
@@ -217,6 +219,7 @@ def parse_args(argv):
                         help="skip the tracemalloc allocation check")
     parser.add_argument("--quick", action="store_true", help="smoke run: 4,096 samples, 3 epochs")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    machine.add_guard_arguments(parser)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
@@ -259,9 +262,12 @@ def run_configuration(args):
             if not blas or any(lib["num_threads"] != threads for lib in blas):
                 sys.exit(f"could not set the BLAS thread count to {threads}: {blas}")
             for dtype in args.dtype:
+                machine.wait_until_quiet(args.wait_quiet)
+                with machine.ForeignCores() as guard:
+                    epochs = time_epochs(dtype, args)
                 row = {"impl": "minidl", "dtype": dtype, "threads": threads, "batch": args.batch,
-                       "samples": args.samples, "val_samples": args.val, "momentum": args.momentum, **time_epochs(dtype, args),
-                       "peak_rss_mb": peak_rss_mb()}
+                       "samples": args.samples, "val_samples": args.val, "momentum": args.momentum, **epochs,
+                       "foreign_cores": guard.value, "peak_rss_mb": peak_rss_mb()}
                 if args.alloc:
                     row.update(step_allocations(dtype, args))
                 row.update(loadavg=os.getloadavg()[0], numpy=np.__version__, blas=blas)
@@ -269,8 +275,12 @@ def run_configuration(args):
                     print(json.dumps(row), flush=True)
                     continue
                 print(f"\n{dtype}, {threads} BLAS thread(s): epoch {row['epoch_s']:.3f} s, bare GEMMs "
-                      f"{row['gemm_epoch_s']:.3f} s, ratio {row['ratio']:.2f} (peak RSS "
-                      f"{row['peak_rss_mb']:.0f} MB, data {row['data_mb']:.0f} MB)")
+                      f"{row['gemm_epoch_s']:.3f} s, ratio {row['ratio']:.2f} [{row['ratio_min']:.2f}, "
+                      f"{row['ratio_max']:.2f}] (peak RSS "
+                      f"{row['peak_rss_mb']:.0f} MB, data {row['data_mb']:.0f} MB); foreign_cores "
+                      f"{row['foreign_cores']}")
+                if machine.busy_note(row["foreign_cores"]):
+                    print(machine.busy_note(row["foreign_cores"], "these epochs"))
                 if args.alloc:
                     print(f"  largest allocation in a steady-state step: {row['step_alloc_bytes']:,} B; "
                           f"with np.setbufsize(16): {row['step_alloc_bytes_small_ufunc_buffer']:,} B")

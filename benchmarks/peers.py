@@ -285,10 +285,12 @@ def run_worker(impl, dtype, threads, args, digits=None):
         command.append("--nesterov")
     if digits:
         command += ["--digits", digits]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout)
+    machine.wait_until_quiet(args.wait_quiet)
+    with machine.ForeignCores() as guard:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout)
     if done.returncode != 0:
         sys.exit(f"{impl} worker failed ({' '.join(command)}):\n{done.stderr}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]), foreign_cores=guard.value)
 
 
 def median_of(rounds, *keys):
@@ -302,14 +304,23 @@ def median_of(rounds, *keys):
     return statistics.median(values) if values else None
 
 
-def paired(rounds_a, rounds_b, *keys):
-    """Median over rounds of a / b (same round), or None."""
+def paired(rounds_a, rounds_b, *keys, spread=False):
+    """Median over rounds of a / b (same round), or None; with spread, (median, min, max)."""
     ratios = []
     for a, b in zip(rounds_a, rounds_b):
         x, z = median_of([a], *keys), median_of([b], *keys)
         if x and z:
             ratios.append(x / z)
-    return statistics.median(ratios) if ratios else None
+    median = statistics.median(ratios) if ratios else None
+    if spread:
+        return (median, min(ratios), max(ratios)) if ratios else (None, None, None)
+    return median
+
+
+def with_spread(row, key, values):
+    """row[key] = the median of values (already there), row[key_min], row[key_max] its range."""
+    values = [value for value in values if value is not None]
+    row[key + "_min"], row[key + "_max"] = (min(values), max(values)) if values else (None, None)
 
 
 def measure(args, impls, threads, dtype):
@@ -349,15 +360,22 @@ def rows_for(results, threads, dtype, args, common):
                    "per_round": {key: [median_of([result], key, batch) if key == "step_ms" else
                                        median_of([result], key) for result in rounds]
                                  for key in ("step_ms", "epoch_s")},
-                   "peak_rss_mb": max(result["peak_rss_mb"] for result in rounds), **common}
+                   "peak_rss_mb": max(result["peak_rss_mb"] for result in rounds),
+                   "foreign_cores": max((result.get("foreign_cores") or 0.0) for result in rounds),
+                   "foreign_cores_per_round": [result.get("foreign_cores") for result in rounds], **common}
             if impl == "minidl":
                 row["gemm_ms"] = median_of(rounds, "gemm_ms", batch)
                 row["ratio_to_gemm"] = median_of(rounds, "ratio_to_gemm", batch)
+                with_spread(row, "ratio_to_gemm", [median_of([result], "ratio_to_gemm", batch)
+                                                   for result in rounds])
             else:
                 row["step_derived"] = bool(rounds[0].get("step_derived"))
-                row["minidl_over_" + impl + "_step"] = paired(mini, rounds, "step_ms", batch)
+                key = "minidl_over_" + impl + "_step"
+                row[key], row[key + "_min"], row[key + "_max"] = paired(mini, rounds, "step_ms", batch,
+                                                                        spread=True)
                 if row["epoch_s"] is not None:
-                    row[impl + "_over_minidl_epoch"] = paired(rounds, mini, "epoch_s")
+                    key = impl + "_over_minidl_epoch"
+                    row[key], row[key + "_min"], row[key + "_max"] = paired(rounds, mini, "epoch_s", spread=True)
                     row[impl + "_over_gemm_epoch"] = over_gemm_epoch(rounds, mini, batch, args.samples)
             rows.append(row)
     return rows
@@ -365,18 +383,21 @@ def rows_for(results, threads, dtype, args, common):
 
 def print_table(rows, threads, dtype):
     print(f"\n{dtype}, {threads} thread(s)")
-    print(f"{'impl':8} {'batch':>5} {'step_ms':>8} {'epoch_s':>8}  notes")
+    print(f"{'impl':8} {'batch':>5} {'step_ms':>8} {'epoch_s':>8} {'foreign':>7}  notes "
+          f"(ratios: median over rounds [min, max])")
+
+    def ratio(row, key):
+        return f"{row[key]:.2f} [{row[key + '_min']:.2f}, {row[key + '_max']:.2f}]"
+
     for row in rows:
         notes = []
         if row["impl"] == "minidl":
-            notes.append(f"bare GEMMs {row['gemm_ms']:.3f} ms, step/GEMMs {row['ratio_to_gemm']:.2f}")
+            notes.append(f"bare GEMMs {row['gemm_ms']:.3f} ms, step/GEMMs {ratio(row, 'ratio_to_gemm')}")
         else:
-            ratio = row.get(f"minidl_over_{row['impl']}_step")
-            if ratio is not None:
-                notes.append(f"minidl/{row['impl']} per step {ratio:.2f}")
-            epoch = row.get(f"{row['impl']}_over_minidl_epoch")
-            if epoch is not None:
-                notes.append(f"{row['impl']}/minidl per epoch {epoch:.2f}")
+            if row.get(f"minidl_over_{row['impl']}_step") is not None:
+                notes.append(f"minidl/{row['impl']} per step {ratio(row, 'minidl_over_' + row['impl'] + '_step')}")
+            if row.get(f"{row['impl']}_over_minidl_epoch") is not None:
+                notes.append(f"{row['impl']}/minidl per epoch {ratio(row, row['impl'] + '_over_minidl_epoch')}")
             ceiling = row.get(f"{row['impl']}_over_gemm_epoch")
             if ceiling is not None:
                 notes.append(f"{row['impl']}/bare GEMMs per epoch {ceiling:.2f} (the most "
@@ -385,7 +406,11 @@ def print_table(rows, threads, dtype):
                 notes.append("step = epoch / steps")
         epoch = "" if row["epoch_s"] is None else f"{row['epoch_s']:.3f}"
         step = "" if row["step_ms"] is None else f"{row['step_ms']:.3f}"
-        print(f"{row['impl']:8} {row['batch']:>5} {step:>8} {epoch:>8}  {'; '.join(notes)}")
+        print(f"{row['impl']:8} {row['batch']:>5} {step:>8} {epoch:>8} {row['foreign_cores']:>7.2f}  "
+              f"{'; '.join(notes)}")
+    busy = max((row["foreign_cores"] for row in rows), default=None)
+    if machine.busy_note(busy):
+        print(machine.busy_note(busy, f"{dtype}, {threads} thread(s) (the foreign column: the busiest round)"))
     sys.stdout.flush()
 
 
@@ -431,6 +456,7 @@ def parse_args(argv):
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 1 thread, float32, batch 32, 4,096 samples, 1 round, 1 digits seed")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    machine.add_guard_arguments(parser)
     parser.add_argument("--worker", choices=IMPLS, help=argparse.SUPPRESS)
     parser.add_argument("--digits", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -27,8 +27,23 @@ float64 at global batch 128 and 512 it reports
                        this configuration ran, averaged over the run (Linux /proc/stat): well
                        above 0 means the times are not clean and should be measured again
 
-Configurations run in interleaved rounds (1x1, 1x2, 2x1, then again), so machine noise hits
-all alike; each number is the median over rounds of the per-round medians.
+PyTorch DDP is the peer (--impl; skipped with a note when torch is not installed): the same
+MLP (torch.nn.Sequential of Linear and ReLU), CrossEntropyLoss, torch.optim.SGD with the same
+lr and momentum, the same global batch split into contiguous per-rank shares of a shuffled
+permutation, torch.set_num_threads(1) per process; 1 rank x 1 thread is a plain torch loop,
+2 ranks x 1 thread is DistributedDataParallel over gloo on CPU (two processes started by
+mpiexec as minidl's are, rendezvous over localhost TCP). Its efficiency has the same
+definition, against its own 1 x 1. Every JSON line says which it is: "impl": "minidl" or
+"torch_ddp".
+
+Configurations run in interleaved rounds (minidl 1x1, 1x2, 2x1, torch_ddp 1x1, 2x1, the order
+reversed every other round), so machine noise hits all alike; each time is the median over
+rounds of the per-round medians. efficiency is computed from those medians; beside it the
+spread of the per-round efficiencies (efficiency_min, efficiency_max), and on minidl's 2-rank
+lines vs_torch_ddp: the median over rounds of minidl's efficiency / torch_ddp's in the same
+round, with its range. Each line carries foreign_cores (the guard: above 0.25, other work
+shared the machine and the line should be measured again; --wait-quiet SECONDS waits for a
+quiet machine before every launch).
 
 With every rank on one node, the gradient allreduce goes through minidl's shared-memory path
 (minidl.shared_memory); MINIDL_SHARED_MEMORY=0 python benchmarks/scaling.py measures the
@@ -37,6 +52,7 @@ MPI_Allreduce path instead.
     python benchmarks/scaling.py                 # a table
     python benchmarks/scaling.py --json          # one JSON object per line
     python benchmarks/scaling.py --quick         # a smoke run of a few seconds
+    python benchmarks/scaling.py --impl minidl   # without the PyTorch DDP peer
     python benchmarks/scaling.py --cost-model    # fit a latency-bandwidth model of the allreduce
     python benchmarks/scaling.py --cost-model --mpiexec-args="-ppn 1 -hosts n1,n2"   # 2 nodes
     python benchmarks/scaling.py --predict       # predicted step and efficiency for 1..256 ranks
@@ -62,10 +78,10 @@ alpha and bandwidth come from --network (presets in NETWORKS) or --latency-us an
 1/N of the parameters, an allgather of them, the same ring bytes and steps as the allreduce.
 """
 import argparse
+import importlib.util
 import json
 import math
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -87,6 +103,9 @@ from minidl.parallel import shard                                 # noqa: E402
 
 SIZES = (784, 256, 256, 10)
 CONFIGS = ((1, 1), (1, 2), (2, 1))                                # (ranks, threads)
+IMPLS = ("minidl", "torch_ddp")
+PEER_CONFIGS = ((1, 1), (2, 1))                                   # torch_ddp's (ranks, threads)
+DDP_PORT = 29517 + os.getpid() % 1000                             # gloo's rendezvous (localhost)
 COST_MODEL_ELEMENTS = (1, 16, 256, 4096, 16384, 65536, 134661, 269322, 1048576)   # float64 elements
 FIT_FROM_BYTES = 2 ** 19          # the cost model is fitted to the messages of 512 KB and more
 MAX_RELATIVE_RMS = 0.25           # a fit that misses the measured times by > 25 % RMS is refused
@@ -201,7 +220,7 @@ def worker(args):
         for batch in args.batch:
             seconds, model, _ = train_steps(comm, dtype, batch, args.warmup, args.steps, args.momentum,
                                             args.sizes)
-            result = {"dtype": dtype, "batch": batch, "ranks": comm.size, "threads": args.threads,
+            result = {"impl": "minidl", "dtype": dtype, "batch": batch, "ranks": comm.size, "threads": args.threads,
                       "momentum": args.momentum,
                       "step_ms": 1e3 * float(np.median(seconds)),
                       "gemm_ms": 1e3 * float(np.median(bare_gemms(comm, model, batch, args.warmup,
@@ -217,6 +236,48 @@ def worker(args):
                 result["bare_cold_ms"] = 1e3 * float(np.median(cold))
             if comm.rank == 0:
                 print(json.dumps(result), flush=True)
+
+
+def ddp_worker(args):
+    """torch_ddp: one configuration (1 process: a plain torch loop; several, started by mpiexec:
+    DistributedDataParallel over gloo), every dtype and batch; rank 0 prints one JSON line per case."""
+    import torch
+    import torch.distributed as dist
+    rank, size = int(os.environ.get("PMI_RANK", 0)), int(os.environ.get("PMI_SIZE", 1))
+    torch.set_num_threads(args.threads)
+    if size > 1:
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        dist.init_process_group("gloo", rank=rank, world_size=size)
+    for dtype in args.dtype:
+        for batch in args.batch:
+            torch.manual_seed(0)
+            layers = [torch.nn.Linear(args.sizes[0], args.sizes[1])]
+            for fan_in, fan_out in zip(args.sizes[1:-1], args.sizes[2:]):
+                layers += [torch.nn.ReLU(), torch.nn.Linear(fan_in, fan_out)]
+            net = torch.nn.Sequential(*layers).to(getattr(torch, dtype))
+            if size > 1:
+                net = torch.nn.parallel.DistributedDataParallel(net)       # broadcasts rank 0's weights
+            optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=args.momentum)
+            loss_fn = torch.nn.CrossEntropyLoss()                        # mean over this rank's rows
+            rng = np.random.default_rng(0)                               # train_steps' data, every rank
+            n = (args.warmup + args.steps + 1) * batch
+            X = torch.from_numpy(rng.normal(size=(n, args.sizes[0])).astype(dtype))
+            y = torch.from_numpy(rng.integers(0, args.sizes[-1], n))
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+            stamps = []
+            for step in range(args.warmup + args.steps):
+                rows = shard(order[step * batch:(step + 1) * batch], rank, size)   # equal shares:
+                optimizer.zero_grad()                                    # DDP's mean = the global mean
+                loss_fn(net(X[rows]), y[rows]).backward()                # gradient allreduce inside
+                optimizer.step()
+                stamps.append(time.perf_counter())
+            if rank == 0:
+                print(json.dumps({"impl": "torch_ddp", "dtype": dtype, "batch": batch, "ranks": size,
+                                  "threads": args.threads, "momentum": args.momentum,
+                                  "step_ms": 1e3 * float(np.median(np.diff(stamps)[args.warmup - 1:])),
+                                  "torch": torch.__version__}), flush=True)
+    if size > 1:
+        dist.destroy_process_group()
 
 
 def cost_model_worker(args):
@@ -243,20 +304,6 @@ def predict_worker(args):
                       "update_ms": 1e3 * float(np.median(update))}), flush=True)
 
 
-def busy_cpu_seconds():
-    """CPU seconds the whole machine has spent busy (steal included), from /proc/stat."""
-    with open("/proc/stat") as handle:
-        ticks = [int(value) for value in handle.readline().split()[1:]]
-    idle = ticks[3] + ticks[4]                                    # idle, iowait
-    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")    # user .. steal
-
-
-def own_cpu_seconds():
-    """CPU seconds of this process and its finished children (the workers)."""
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-
-
 def launch(ranks, threads, args, mode="--worker"):
     """Run this script as a worker (under mpiexec for ranks > 1); return its JSON lines, each
     with foreign_cores: the cores other work kept busy meanwhile."""
@@ -269,47 +316,82 @@ def launch(ranks, threads, args, mode="--worker"):
         if mpiexec is None:
             sys.exit('benchmarks/scaling.py needs mpiexec: pip install -e ".[mpi]"')
         command = [mpiexec, "-n", str(ranks), *args.mpiexec_args.split()] + command
-    started, busy, own = time.perf_counter(), busy_cpu_seconds(), own_cpu_seconds()
-    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-    foreign = (busy_cpu_seconds() - busy - (own_cpu_seconds() - own)) / (time.perf_counter() - started)
-    rows = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    environment = dict(os.environ, MASTER_PORT=str(DDP_PORT)) if mode == "--ddp-worker" else None
+    machine.wait_until_quiet(args.wait_quiet)
+    with machine.ForeignCores() as guard:
+        done = subprocess.run(command, capture_output=True, text=True, env=environment)
+    if done.returncode != 0:
+        sys.exit(f"benchmarks/scaling.py: {' '.join(command)} failed (exit code {done.returncode}):\n"
+                 f"{done.stderr}")
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     for row in rows:
-        row["foreign_cores"] = max(foreign, 0.0)
+        row["foreign_cores"] = guard.value if guard.value is not None else 0.0
     return rows
 
 
+def _efficiency(base, times):
+    return base["step_ms"] / times["step_ms"] / (times["ranks"] * times["threads"])
+
+
+def _spread(values):
+    return (round(min(values), 3), round(max(values), 3)) if values else (None, None)
+
+
 def summarize(rounds):
-    """Median over rounds per (dtype, batch, ranks, threads), with the derived ratios."""
-    cases = {}
+    """Median over rounds per (impl, dtype, batch, ranks, threads), with the derived ratios and
+    the spread of the per-round efficiencies (each round against its own 1 x 1)."""
+    cases, per_round = {}, []
     for results in rounds:
-        for row in results:
-            cases.setdefault((row["dtype"], row["batch"], row["ranks"], row["threads"]), []).append(row)
+        keyed = {(row.get("impl", "minidl"), row["dtype"], row["batch"], row["ranks"], row["threads"]): row
+                 for row in results}
+        per_round.append({key: _efficiency(keyed[key[:3] + (1, 1)], row) for key, row in keyed.items()
+                          if key[:3] + (1, 1) in keyed})
+        for key, row in keyed.items():
+            cases.setdefault(key, []).append(row)
     median = {key: {field: statistics.median(row[field] for row in rows) for field in rows[0]
-                    if field.endswith("_ms") or field == "foreign_cores"} for key, rows in cases.items()}
+                    if field.endswith("_ms") and rows[0][field] is not None or field == "foreign_cores"}
+              for key, rows in cases.items()}
     lines = []
-    for (dtype, batch, ranks, threads), times in median.items():
-        base = median[(dtype, batch, 1, 1)]
+    for (impl, dtype, batch, ranks, threads), times in median.items():
+        base = median[(impl, dtype, batch, 1, 1)]
         speedup, cores = base["step_ms"] / times["step_ms"], ranks * threads
-        gemm_efficiency = base["gemm_ms"] / (cores * times["gemm_ms"])
-        line = {"dtype": dtype, "batch": batch, "ranks": ranks, "threads": threads,
+        efficiencies = [effs[(impl, dtype, batch, ranks, threads)] for effs in per_round
+                        if (impl, dtype, batch, ranks, threads) in effs]
+        low, high = _spread(efficiencies)
+        line = {"impl": impl, "dtype": dtype, "batch": batch, "ranks": ranks, "threads": threads,
                 "step_ms": round(times["step_ms"], 4), "speedup": round(speedup, 3),
-                "efficiency": round(speedup / cores, 3), "gemm_ms": round(times["gemm_ms"], 4),
-                "gemm_efficiency": round(gemm_efficiency, 3),
-                "efficiency_of_ceiling": round(speedup / cores / gemm_efficiency, 3),
+                "efficiency": round(speedup / cores, 3), "efficiency_min": low, "efficiency_max": high,
+                "rounds": len(cases[(impl, dtype, batch, ranks, threads)]),
+                "gemm_ms": None, "gemm_efficiency": None, "efficiency_of_ceiling": None,
                 "allreduce_share": None, "allreduce_vs_bare": None, "allreduce_vs_cold_bare": None,
                 "vs_threads": None, "allreduce_ms": None, "bare_ms": None, "bare_cold_ms": None,
-                "wait_ms": None, "foreign_cores": round(times["foreign_cores"], 2)}
-        if ranks > 1:
+                "wait_ms": None, "vs_torch_ddp": None, "vs_torch_ddp_min": None, "vs_torch_ddp_max": None,
+                "foreign_cores": round(times["foreign_cores"], 2)}
+        if "gemm_ms" in times:
+            gemm_efficiency = base["gemm_ms"] / (cores * times["gemm_ms"])
+            line.update({"gemm_ms": round(times["gemm_ms"], 4), "gemm_efficiency": round(gemm_efficiency, 3),
+                         "efficiency_of_ceiling": round(speedup / cores / gemm_efficiency, 3)})
+        threaded = median.get((impl, dtype, batch, 1, 2))
+        if ranks > 1 and threaded is not None:
+            line["vs_threads"] = round(threaded["step_ms"] / times["step_ms"], 3)
+        if ranks > 1 and "allreduce_ms" in times:
             line.update({"allreduce_share": round(times["allreduce_ms"] / times["step_ms"], 3),
                          "allreduce_vs_bare": round(times["allreduce_ms"] / times["bare_ms"], 3),
                          "allreduce_vs_cold_bare": round(times["allreduce_ms"] / times["bare_cold_ms"], 3),
-                         "vs_threads": round(median[(dtype, batch, 1, 2)]["step_ms"] / times["step_ms"], 3),
                          "allreduce_ms": round(times["allreduce_ms"], 4),
                          "wait_ms": round(times["wait_ms"], 4),
                          "bare_ms": round(times["bare_ms"], 4),
                          "bare_cold_ms": round(times["bare_cold_ms"], 4)})
+        peer = ("torch_ddp", dtype, batch, ranks, threads)
+        ratios = [effs[(impl, dtype, batch, ranks, threads)] / effs[peer] for effs in per_round
+                  if impl == "minidl" and ranks > 1 and peer in effs and (impl,) + peer[1:] in effs]
+        if ratios:
+            low, high = _spread(ratios)
+            line.update({"vs_torch_ddp": round(statistics.median(ratios), 3),
+                         "vs_torch_ddp_min": low, "vs_torch_ddp_max": high})
         lines.append(line)
-    return sorted(lines, key=lambda line: (line["dtype"], line["batch"], line["ranks"], line["threads"]))
+    return sorted(lines, key=lambda line: (line["impl"] != "minidl", line["impl"], line["dtype"],
+                                           line["batch"], line["ranks"], line["threads"]))
 
 
 def nonnegative_least_squares(design, values):
@@ -447,7 +529,8 @@ def run_predict(args):
           + (f"at N = {', '.join(pays)}" if pays else f"at no N up to {RANKS[-1]}"))
 
 
-SUMMARY_COLUMNS = ("dtype", "batch", "ranks", "threads", "step_ms", "efficiency", "gemm_efficiency",
+SUMMARY_COLUMNS = ("impl", "dtype", "batch", "ranks", "threads", "step_ms", "efficiency", "efficiency_min",
+                   "efficiency_max", "vs_torch_ddp", "vs_torch_ddp_min", "vs_torch_ddp_max", "gemm_efficiency",
                    "efficiency_of_ceiling", "allreduce_share", "allreduce_vs_bare",
                    "allreduce_vs_cold_bare", "wait_ms", "vs_threads", "foreign_cores")
 
@@ -518,7 +601,11 @@ def parse(argv):
                             help="the 1-rank step without its optimizer update (default: timed here)")
     predicting.add_argument("--update-ms", type=positive,
                             help="the optimizer update of all parameters (default: timed here)")
+    parser.add_argument("--impl", nargs="+", choices=IMPLS, default=list(IMPLS),
+                        help="minidl and its peer torch_ddp (PyTorch DDP over gloo; default: both)")
+    machine.add_guard_arguments(parser)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--ddp-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--cost-model-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--predict-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
@@ -537,6 +624,8 @@ def main(argv=None):
     args = parse(argv)
     if args.worker:
         return worker(args)
+    if args.ddp_worker:
+        return ddp_worker(args)
     if args.cost_model_worker:
         return cost_model_worker(args)
     if args.predict_worker:
@@ -549,14 +638,28 @@ def main(argv=None):
         if result["refused"]:
             sys.exit(f"benchmarks/scaling.py --cost-model: fit refused: {result['refused']}")
         return None
-    rounds = [[row for ranks, threads in CONFIGS for row in launch(ranks, threads, args)]
-              for _ in range(args.rounds)]
+    impls = list(dict.fromkeys(args.impl))
+    if "torch_ddp" in impls and importlib.util.find_spec("torch") is None:
+        print("note: torch is not installed: the torch_ddp peer is skipped", file=sys.stderr, flush=True)
+        impls.remove("torch_ddp")
+    if not impls:
+        return None
+    plan = [(impl, ranks, threads) for impl in impls
+            for ranks, threads in (CONFIGS if impl == "minidl" else PEER_CONFIGS)]
+    rounds = []
+    for r in range(args.rounds):                     # the order reversed every other round
+        rounds.append([row for impl, ranks, threads in (plan if r % 2 == 0 else plan[::-1])
+                       for row in launch(ranks, threads, args,
+                                         "--worker" if impl == "minidl" else "--ddp-worker")])
     lines = [dict(line, momentum=args.momentum, sizes=list(args.sizes)) for line in summarize(rounds)]
     if args.json:
         for line in lines:
             print(json.dumps(line))
     else:
         print_table(lines)
+    busy = max(line["foreign_cores"] for line in lines)
+    if machine.busy_note(busy):
+        print(machine.busy_note(busy, "some configuration (see foreign_cores)"), file=sys.stderr)
     return None
 
 

@@ -63,8 +63,8 @@ def empty_aligned_like(array):
 class Step:
     """One training step through the library's real (unchecked) code path."""
 
-    def __init__(self, dtype, momentum):
-        self.model = MLP(list(SIZES), activation="relu", dtype=dtype, seed=0)
+    def __init__(self, dtype, momentum, sizes=SIZES):
+        self.model = MLP(list(sizes), activation="relu", dtype=dtype, seed=0)
         self.optimizer = SGD(self.model, lr=0.01, momentum=momentum)
         self.loss = loss_kernel("cross_entropy")
         self.value = None
@@ -114,13 +114,14 @@ class Gemms:
         return t0, t1, clock()
 
 
-def measure(dtype, batch, rounds, loops, warmup, slices, momentum):
-    """Medians (ms) of step, GEMM-only and per-phase times, and the paired step/GEMM ratio."""
+def measure(dtype, batch, rounds, loops, warmup, slices, momentum, sizes=SIZES):
+    """Medians (ms) of step, GEMM-only and per-phase times, the paired step/GEMM ratio and its
+    spread over rounds (ratio_q1, ratio_q3), and foreign_cores meanwhile."""
     rng = np.random.default_rng(0)
-    X = rng.random((slices * batch, SIZES[0]), dtype=dtype)       # pixel-like inputs in [0, 1)
-    Y = rng.integers(0, SIZES[-1], slices * batch)
+    X = rng.random((slices * batch, sizes[0]), dtype=dtype)       # pixel-like inputs in [0, 1)
+    Y = rng.integers(0, sizes[-1], slices * batch)
     batches = [(X[i * batch:(i + 1) * batch], Y[i * batch:(i + 1) * batch]) for i in range(slices)]
-    step = Step(dtype, momentum)
+    step = Step(dtype, momentum, sizes)
     gemms = Gemms(step.model, batch, rng)
     clock = time.perf_counter
 
@@ -137,6 +138,7 @@ def measure(dtype, batch, rounds, loops, warmup, slices, momentum):
     ratios = []
     gc.collect()
     gc.disable()
+    guard = machine.ForeignCores().__enter__()
     try:
         for r in range(rounds):
             order = (step, gemms) if r % 2 == 0 else (gemms, step)
@@ -151,12 +153,15 @@ def measure(dtype, batch, rounds, loops, warmup, slices, momentum):
             per_round["gemm_backward"].append(statistics.median(t[2] - t[1] for t in g))
             ratios.append(per_round["step"][-1] / per_round["gemm"][-1])
     finally:
+        guard.__exit__()
         gc.enable()
     if not np.isfinite(step.value):
         print(f"warning: the loss became {step.value} ({dtype}, batch {batch}): timings of "
               f"non-finite arithmetic are not representative", file=sys.stderr)
     medians = {key: 1e3 * statistics.median(values) for key, values in per_round.items()}
-    return dict(medians, ratio=statistics.median(ratios))
+    quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+    return dict(medians, ratio=statistics.median(ratios), ratio_q1=quartiles[0], ratio_q3=quartiles[2],
+                foreign_cores=guard.value)
 
 
 def parse_args(argv):
@@ -171,6 +176,10 @@ def parse_args(argv):
     parser.add_argument("--loops", type=int, default=11,
                         help="timed steps (and GEMM sets) per round (default 11)")
     parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--sizes", default=",".join(map(str, SIZES)),
+                        help="the MLP's layer widths (default 784,256,256,10; minidl train's default "
+                             "model on digits is 64,128,10)")
+    machine.add_guard_arguments(parser)
     machine.add_momentum_argument(parser, "SGD momentum (default 0.9; 0: plain SGD, whose update "
                                           "is 2 passes, not 4)")
     parser.add_argument("--quick", action="store_true",
@@ -182,6 +191,10 @@ def parse_args(argv):
     if args.quick:                         # small even when BLAS threads fight other processes
         args.rounds, args.loops, args.warmup, args.slices = 2, 2, 1, 2
     args.batch = args.batch or ([32] if args.quick else [32, 128, 512])
+    try:
+        args.sizes = tuple(int(width) for width in args.sizes.split(","))
+    except ValueError:
+        parser.error(f"--sizes takes comma-separated layer widths, got {args.sizes!r}")
     if min(args.threads + args.batch) < 1 or min(args.rounds, args.loops) < 1:
         parser.error("--threads, --batch, --rounds and --loops must be positive")
     return args
@@ -192,7 +205,7 @@ def main(argv=None):
     common = {"numpy": np.__version__, "python": platform.python_version(), "momentum": args.momentum,
               "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE")}
     if not args.json:
-        print(f"minidl training step, MLP {'-'.join(map(str, SIZES))}, ReLU, softmax "
+        print(f"minidl training step, MLP {'-'.join(map(str, args.sizes))}, ReLU, softmax "
               f"cross-entropy, SGD lr 0.01 momentum {args.momentum}")
         print(f"{machine.describe()}, OPENBLAS_CORETYPE={common['openblas_coretype'] or '(unset)'}")
         print(f"{args.rounds} interleaved rounds x {args.loops} loops; times are medians in ms; "
@@ -208,14 +221,17 @@ def main(argv=None):
                                  f"arch {b['architecture']})" for b in blas)
                 print(f"\nBLAS: {libs}; threads = {threads}")
                 print(f"{'dtype':8} {'thr':>3} {'batch':>5} {'step_ms':>8} {'gemm_ms':>8} "
-                      f"{'ratio':>6} | {'fwd+':>6} {'loss':>6} {'bwd+':>6} {'update':>6}")
+                      f"{'ratio':>6} {'[q1, q3]':>13} | {'fwd+':>6} {'loss':>6} {'bwd+':>6} {'update':>6} "
+                      f"| {'foreign':>7}")
             for dtype in args.dtype:
                 for batch in args.batch:
+                    machine.wait_until_quiet(args.wait_quiet)
                     t = measure(dtype, batch, args.rounds, args.loops, args.warmup, args.slices,
-                                args.momentum)
+                                args.momentum, args.sizes)
                     row = {"dtype": dtype, "threads": threads, "batch": batch,
                            "step_ms": t["step"], "gemm_ms": t["gemm"],
-                           "ratio": t["ratio"],
+                           "ratio": t["ratio"], "ratio_q1": t["ratio_q1"], "ratio_q3": t["ratio_q3"],
+                           "foreign_cores": t["foreign_cores"], "sizes": list(args.sizes),
                            "forward_ms": t["forward"], "loss_ms": t["loss"],
                            "backward_ms": t["backward"], "update_ms": t["update"],
                            "gemm_forward_ms": t["gemm_forward"],
@@ -230,8 +246,13 @@ def main(argv=None):
                         over = [1e3 * (t["forward"] - t["gemm_forward"]), 1e3 * t["loss"],
                                 1e3 * (t["backward"] - t["gemm_backward"]), 1e3 * t["update"]]
                         print(f"{dtype:8} {threads:>3} {batch:>5} {t['step']:8.3f} "
-                              f"{t['gemm']:8.3f} {row['ratio']:6.2f} | "
-                              + " ".join(f"{v:6.0f}" for v in over), flush=True)
+                              f"{t['gemm']:8.3f} {row['ratio']:6.2f} [{t['ratio_q1']:.2f}, {t['ratio_q3']:.2f}] | "
+                              + " ".join(f"{v:6.0f}" for v in over)
+                              + f" | {t['foreign_cores'] if t['foreign_cores'] is not None else '-':>7}",
+                              flush=True)
+                    note = machine.busy_note(t["foreign_cores"], f"{dtype} batch {batch}")
+                    if note:
+                        print(note, file=sys.stderr, flush=True)
     if not args.json:
         print(f"\npeak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 

@@ -19,6 +19,8 @@ one with ``settings()`` (a JSON-like dict) has them compared across ranks at sta
 Stop reasons: the monitor's patience / stopping_threshold / divergence_threshold /
 non_finite, and the trainer's max_epochs, interrupted (SIGINT/SIGTERM) and external.
 """
+import reprlib
+
 from . import monitor
 from .checkpoint import History
 
@@ -90,6 +92,26 @@ class Callback:
 
     def on_train_end(self, run):
         """Finish: restore best weights, close files and progress bars."""
+
+
+def check_callbacks(callbacks):
+    """``callbacks`` as a new list: None (no callbacks) or a list or tuple of callback objects,
+    each a Callback or an object with at least one hook method; else TypeError naming it."""
+    if callbacks is None:
+        return []
+    if not isinstance(callbacks, (list, tuple)):
+        raise TypeError(f"callbacks must be None or a list or tuple of callback objects, got "
+                        f"{type(callbacks).__name__} {reprlib.repr(callbacks)}")
+    for index, callback in enumerate(callbacks):
+        if isinstance(callback, type):
+            raise TypeError(f"callbacks[{index}] is the class {callback.__name__}, not a callback "
+                            f"object: pass an instance, e.g. {callback.__name__}(...)")
+        if not isinstance(callback, Callback) and not any(callable(getattr(callback, hook, None))
+                                                          for hook in HOOKS):
+            raise TypeError(f"callbacks[{index}] is {type(callback).__name__} {reprlib.repr(callback)}, "
+                            f"not a callback: pass a minidl.Callback subclass or an object with at "
+                            f"least one of the methods {', '.join(HOOKS)}")
+    return list(callbacks)
 
 
 def hook_method(callback, hook):
@@ -182,3 +204,9 @@ class ModelCheckpoint(Callback):
 
     def load_state_dict(self, state):
         self._best.load_state_dict(state)
+
+    def _load_check(self, state):          # the two halves of load_state_dict (minidl/checkpoint.py)
+        return self._best._load_check(state)
+
+    def _load_assign(self, values):
+        self._best._load_assign(values)

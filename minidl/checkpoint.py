@@ -9,8 +9,11 @@ The file: ONE .npz, written atomically, loaded with allow_pickle=False.
 
 Layout: every array under its own name, plus ``__meta__``, a 0-d unicode array holding a JSON
 document (format version, counters, configuration, scalar state, environment) and a SHA-256
-digest of every array and of the JSON itself, so a truncated, mismatched or tampered file is
-refused with a clear error — and, being loaded without pickle, can never execute code.
+digest of every array and of the JSON itself, so a truncated, damaged or mismatched file is
+refused with a clear error — and, being loaded without pickle, can never execute code. The
+digest detects damage, not tampering: anyone can recompute it, so it is no signature. What
+makes an edited file harmless is the value checks of load_training_state (shapes, finite
+parameters and buffers, counts >= 0, the data's checksums), not the digest.
 
 Writing goes to a temporary file in the same directory, is fsync'ed, then renamed over the
 target: a crash leaves either the old checkpoint or the new one, never half of one.
@@ -18,13 +21,11 @@ target: a crash leaves either the old checkpoint or the new one, never half of o
 import csv
 import hashlib
 import json
-import os
-import tempfile
 import warnings
-import zipfile
 
 import numpy as np
 
+from .files import atomic_write, read_npz
 from .monitor import STOP_REASONS as MONITOR_REASONS
 from .parallel import allreduce_scalars, rounding_environment
 
@@ -46,31 +47,6 @@ def _digest(arrays, meta_json):
     return sha.hexdigest()
 
 
-def atomic_write(path, write):
-    """Call ``write(file_object)`` on a temporary file next to ``path``, fsync, rename over path."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=directory)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.fchmod(fd, 0o666 & ~umask)             # mkstemp makes 0600; give the usual file mode
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)      # make the rename itself durable
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 def save_checkpoint(path, arrays, meta):
     """Write ``arrays`` (name -> ndarray) and ``meta`` (JSON-able dict) to ``path`` atomically."""
     arrays = {name: np.asarray(array) for name, array in arrays.items()}
@@ -84,16 +60,15 @@ def save_checkpoint(path, arrays, meta):
 
 
 def load_checkpoint(path):
-    """Return (arrays, meta) from a checkpoint written by save_checkpoint, or raise CheckpointError."""
-    if not os.path.exists(path):
-        raise CheckpointError(f"no checkpoint at {path}")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
-    except (zipfile.BadZipFile, EOFError, OSError, KeyError) as error:
-        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): {error}") from None
-    except ValueError as error:       # e.g. "Object arrays cannot be loaded when allow_pickle=False"
-        raise CheckpointError(f"{path} holds data minidl never writes and was refused: {error}") from None
+    """Return (arrays, meta) from a checkpoint written by save_checkpoint, or raise CheckpointError
+    naming the file: missing, damaged (files.read_npz's checks), foreign or tampered with."""
+    return checkpoint_contents(path, read_npz(path, "checkpoint", error=CheckpointError))
+
+
+def checkpoint_contents(path, arrays):
+    """(arrays, meta) of a checkpoint whose arrays were read from ``path``: its envelope and
+    SHA-256 digest checked, the envelope removed from ``arrays``."""
+    arrays = dict(arrays)
     if META_KEY not in arrays:
         raise CheckpointError(f"{path} is not a minidl checkpoint (no {META_KEY} entry)")
     try:
@@ -104,13 +79,15 @@ def load_checkpoint(path):
         if envelope.get("version") != FORMAT_VERSION:
             raise CheckpointError(f"{path} has checkpoint format version {envelope.get('version')}, "
                                   f"this minidl reads version {FORMAT_VERSION}")
-        expected = envelope["sha256"]
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        expected, meta = envelope["sha256"], json.loads(body)
+        if not isinstance(meta, dict):
+            raise TypeError(f"its meta is a JSON {type(meta).__name__}, not an object")
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
         raise CheckpointError(f"{path} has a malformed header: {error}") from None
     if _digest(arrays, body) != expected:
         raise CheckpointError(f"{path} failed its integrity check (SHA-256 mismatch): the file was "
                               f"modified or damaged after it was written")
-    return arrays, json.loads(body)
+    return arrays, meta
 
 
 def split_state(prefix, state):
@@ -158,7 +135,7 @@ def training_state(trainer):
             "accumulators": sums.tolist(), "samples_seen": run.samples_seen,
             "history": run.history.to_dict(), "fit": trainer.config, "epochs": trainer.epochs,
             "elapsed": run.elapsed + trainer.elapsed_now(), "stop_reason": run.stop_reason,
-            "environment": rounding_environment(trainer.comm)}
+            "environment": rounding_environment(trainer.comm), "data": trainer.data_checksums}
     return arrays, meta
 
 
@@ -168,22 +145,31 @@ STATE_KEYS = ("model", "fit", "environment", "trainable", "optimizer", "callback
 
 def load_training_state(trainer, arrays, meta):
     """Continue ``trainer`` from a checkpoint's state; a file that does not hold a complete
-    state of this run raises CheckpointError naming what is missing or mismatched."""
+    state of this run raises CheckpointError naming what is missing or mismatched, and then
+    the model, the optimizer, minidl's callbacks and the counters are as they were.
+
+    "data" (the data's CRC-32 checksums) is absent from checkpoints written before it was
+    added; those resume without the check (the format version did not change: an old file
+    stays readable)."""
     missing = [key for key in STATE_KEYS if key not in meta] + ([] if "params" in arrays else ["params"])
     if missing:
         raise CheckpointError(f"checkpoint lacks {missing}: not a complete minidl training state")
-    if arrays["params"].shape != trainer.model.params.shape:
-        raise CheckpointError(f"checkpoint params have shape {arrays['params'].shape}, this model "
-                              f"needs {trainer.model.params.shape}")
     try:
-        _load_training_state(trainer, arrays, meta)
+        assign = _check_training_state(trainer, arrays, meta)
     except CheckpointError:
         raise
-    except (KeyError, TypeError, ValueError) as error:
-        raise CheckpointError(f"checkpoint state does not fit this run: {error!r}") from None
+    except (AttributeError, KeyError, TypeError, ValueError) as error:      # wrong types in the JSON
+        raise CheckpointError(f"checkpoint state does not fit this run: {error}") from None
+    assign()
 
 
-def _load_training_state(trainer, arrays, meta):
+def _check_training_state(trainer, arrays, meta):
+    """Validate a checkpoint's state against this run and return the function that assigns
+    it. Nothing changes here, except the states of callbacks that have only their own
+    load_state_dict (yours, maybe): those are loaded here, after minidl's parts were checked."""
+    from .callbacks import STOP_REASONS
+    from .validation import check_non_negative_int, check_real, check_state_array
+
     run, model = trainer.run, trainer.model
     mine, theirs = model.config(), meta["model"]
     if (mine["sizes"], mine["activation"], mine["dtype"]) != (theirs["sizes"], theirs["activation"], theirs["dtype"]):
@@ -193,32 +179,67 @@ def _load_training_state(trainer, arrays, meta):
         if meta["fit"].get(key) != value:
             raise CheckpointError(f"checkpoint was made with {key}={meta['fit'].get(key)!r}, this run has "
                                   f"{key}={value!r}: resume with the same settings")
-    if meta["environment"] != rounding_environment(trainer.comm) and trainer.comm.rank == 0:   # said once
-        warnings.warn(f"resuming in a different environment ({meta['environment']} -> "
-                      f"{rounding_environment(trainer.comm)}): results may differ by rounding",
-                      RuntimeWarning, stacklevel=4)
-    model.trainable = meta["trainable"]
-    model.params[...] = arrays["params"]
-    trainer.optimizer.load_state_dict(merge_state("optimizer", meta["optimizer"], arrays))
+    saved = meta.get("data")                                    # None in older checkpoints
+    for part, arrays_named in (("training", "X, y"), ("validation", "validation data")):
+        if saved is not None and (not isinstance(saved, dict) or saved.get(part) != trainer.data_checksums[part]):
+            raise CheckpointError(f"checkpoint was made with other {part} data ({arrays_named}: the "
+                                  f"CRC-32 checksums differ, though the sizes agree): resume with the "
+                                  f"data the run started with, or start a new run without resume")
+    trainable = meta["trainable"]
+    if not isinstance(trainable, list) or len(trainable) != len(model.trainable) or \
+            not all(isinstance(flag, bool) for flag in trainable):
+        raise CheckpointError(f"checkpoint 'trainable' must be {len(model.trainable)} booleans (one "
+                              f"per Dense layer), got {trainable!r}")
+    params = check_state_array("checkpoint params", arrays["params"], model.params.shape, model.dtype)
+    # (component, its values checked by _load_check): _load_assign, the second half of its
+    # load_state_dict, assigns them once everything is checked
+    checked = [(trainer.optimizer, trainer.optimizer._load_check(merge_state("optimizer", meta["optimizer"], arrays)))]
+    own_loads = []                                               # callbacks without _load_check
     for entry in meta["callbacks"]:
         callback = run.callbacks[entry["index"]] if entry["index"] < len(run.callbacks) else None
         if type(callback).__name__ != entry["type"]:
             raise CheckpointError(f"checkpoint holds state for callback {entry['type']} at position "
                                   f"{entry['index']}; pass the same callbacks to resume")
-        callback.load_state_dict(merge_state(f"callback{entry['index']}", entry["state"], arrays))
-    counters = meta["counters"]
-    run.epoch, run.batch, run.step, run.check = (counters[key] for key in ("epoch", "batch", "step", "check"))
-    if run.batch >= trainer.batches_per_epoch:                   # saved at an epoch's end
-        run.epoch, run.batch = run.epoch + 1, 0
-    # the saved sums are global: rank 0 carries them on, the other ranks start from zero
-    trainer.sums = list(meta["accumulators"]) if trainer.comm.rank == 0 else [0.0] * 4
-    run.samples_seen = meta["samples_seen"]
-    run.history = History.from_dict(meta["history"])
-    run.elapsed = meta["elapsed"]
-    # a run its monitor or a callback stopped is over; one that reached max_epochs or was
-    # interrupted continues (with more epochs, or from where it was interrupted)
-    finished = meta["stop_reason"] in MONITOR_REASONS + ("external",)
-    run.stop_reason = meta["stop_reason"] if finished else None
+        state = merge_state(f"callback{entry['index']}", entry["state"], arrays)
+        if hasattr(callback, "_load_check"):
+            checked.append((callback, callback._load_check(state)))
+        else:
+            own_loads.append((callback, state))
+    counters = {key: check_non_negative_int(f"checkpoint counters {key!r}", meta["counters"][key])
+                for key in ("epoch", "batch", "step", "check")}
+    if counters["batch"] > trainer.batches_per_epoch:
+        raise CheckpointError(f"checkpoint counters 'batch'={counters['batch']} exceeds the "
+                              f"{trainer.batches_per_epoch} batches of an epoch")
+    accumulators = check_state_array("checkpoint 'accumulators'", meta["accumulators"], (4,), np.float64)
+    samples_seen = check_non_negative_int("checkpoint 'samples_seen'", meta["samples_seen"])
+    elapsed = check_real("checkpoint 'elapsed'", meta["elapsed"], minimum=0.0)
+    if meta["stop_reason"] is not None and meta["stop_reason"] not in STOP_REASONS:
+        raise CheckpointError(f"checkpoint 'stop_reason' must be None or one of {STOP_REASONS}, "
+                              f"got {meta['stop_reason']!r}")
+    history = History.from_dict(meta["history"])
+    if meta["environment"] != rounding_environment(trainer.comm) and trainer.comm.rank == 0:   # said once
+        warnings.warn(f"resuming in a different environment ({meta['environment']} -> "
+                      f"{rounding_environment(trainer.comm)}): results may differ by rounding",
+                      RuntimeWarning, stacklevel=4)
+    for callback, state in own_loads:
+        callback.load_state_dict(state)
+
+    def assign():
+        model.trainable = trainable
+        model.params[...] = params
+        for component, values in checked:                        # the optimizer, then callbacks in order
+            component._load_assign(values)
+        run.epoch, run.batch, run.step, run.check = (counters[key] for key in ("epoch", "batch", "step", "check"))
+        if run.batch >= trainer.batches_per_epoch:               # saved at an epoch's end
+            run.epoch, run.batch = run.epoch + 1, 0
+        # the saved sums are global: rank 0 carries them on, the other ranks start from zero
+        trainer.sums = accumulators.tolist() if trainer.comm.rank == 0 else [0.0] * 4
+        run.samples_seen, run.history, run.elapsed = samples_seen, history, elapsed
+        # a run its monitor or a callback stopped is over; one that reached max_epochs or was
+        # interrupted continues (with more epochs, or from where it was interrupted)
+        finished = meta["stop_reason"] in MONITOR_REASONS + ("external",)
+        run.stop_reason = meta["stop_reason"] if finished else None
+    return assign
 
 
 class Checkpoint:

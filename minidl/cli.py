@@ -2,22 +2,24 @@
 
 Every training option is a flag and a key of a TOML config file (--config; flags override
 the file, the file overrides the defaults); the options, their layering and what they build
-are minidl.config's. Bad arguments, bad data and missing optional dependencies end with one
-line on stderr and exit code 2, never a traceback.
+are minidl.config's. Every failure ends with one line on stderr, never a traceback; the exit
+codes (EXIT_CODES, also in `minidl --help`) say which kind it was.
 """
 import argparse
+import errno
 import json
 import math
 import os
 import sys
+import textwrap
 
 import numpy as np
 
 from . import rundir
 from .comm import resolve_comm
 from .config import (SECTIONS, RunFiles, UsageError, _ints, _names, build_callbacks, build_dataset,
-                     build_model, build_optimizer, check_resume_config, default_config, merge_config,
-                     prepare_output, resolve_config)
+                     build_model, build_optimizer, check_options_not_in_use,
+                     check_resume_config, default_config, merge_config, prepare_output, resolve_config)
 from .config import DEFAULT_LR, OPTIONS, RESUME_MAY_CHANGE, TRAIN_OPTIONS, Option  # noqa: F401  (scripts import them from here)
 from .data import DATASETS
 from .loop import evaluate, fit
@@ -26,9 +28,24 @@ from .model import MLP
 from .mpi import launched_by_mpi, launcher_rank, set_blas_threads
 from .optim import OPTIMIZERS
 from .parallel import CollectiveError, FailureInjection, collectively, from_rank_zero_if_missing, on_rank_zero
+from .preflight import check_free_space, file_in_the_way
 
+EXIT_CHECK_FAILED = 1
 EXIT_USAGE = 2
+EXIT_SYSTEM = 3
 EXIT_INTERRUPTED = 130
+EXIT_CODES = {              # code -> meaning, as `minidl --help` and README.md list them
+    0: "success",
+    EXIT_CHECK_FAILED: "a check failed: gradcheck's tolerance or golden check's comparison",
+    EXIT_USAGE: "bad input: an argument, a data or model file (missing, damaged, of the wrong kind) "
+                "or a path that cannot be used (read-only, a file where a folder belongs); nothing "
+                "was trained",
+    EXIT_SYSTEM: "the system failed during the run (disk full, I/O error): files written before "
+                 "stay intact, the message says what to do",
+    124: "a collective waited longer than --collective-timeout (MPI); every rank stopped",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C, SIGTERM); the state is saved, --resume continues",
+}
+SYSTEM_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG}   # not the user's path: the machine's
 
 
 def _add_train_flags(parser):
@@ -52,7 +69,10 @@ def _add_train_flags(parser):
 
 def build_parser():
     from . import __version__
-    parser = _Parser(prog="minidl", description="Train and check multilayer perceptrons, in NumPy.")
+    exit_codes = "\n".join(textwrap.fill(meaning, 90, initial_indent=f"  {code:<5}", subsequent_indent=" " * 7)
+                           for code, meaning in EXIT_CODES.items())
+    parser = _Parser(prog="minidl", description="Train and check multilayer perceptrons, in NumPy.",
+                     epilog=f"exit codes:\n{exit_codes}", formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"minidl {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
@@ -139,9 +159,6 @@ def _checked_config(args, comm, saved):
     config = resolve_config(args, saved)
     if saved is not None:
         check_resume_config(config, merge_config(("the run's config.toml", saved)))
-    for key in ("epochs", "batch_size", "check_every_steps", "sync_every", "threads"):   # before any division
-        if config[key] is not None and config[key] < 1:
-            raise UsageError(f"--{key.replace('_', '-')} must be >= 1, got {config[key]}")
     if (config["fail_on_rank"] is None) != (config["fail_at_step"] is None):
         raise UsageError("--fail-on-rank and --fail-at-step go together (a testing aid: raise on rank R at step S)")
     if config["collective_timeout"] is not None:
@@ -149,7 +166,7 @@ def _checked_config(args, comm, saved):
             raise UsageError(f"--collective-timeout must be a positive number of seconds, got "
                              f"{config['collective_timeout']}")
         comm.collective_timeout = config["collective_timeout"]
-    if config["threads"] is not None:
+    if config["threads"] != "auto":                     # auto needs the model: _build times it
         try:
             set_blas_threads(config["threads"], comm)
         except ImportError as error:
@@ -164,11 +181,19 @@ def _build(args, comm, config, dataset, initial, output):
         raise UsageError(f"cross_entropy needs at least 2 outputs (one per class); {dataset.name} has "
                          f"{dataset.n_outputs}: use --loss binary_cross_entropy")
     model = build_model(config, dataset, initial)
+    if comm.rank == 0:
+        check_free_space(output, model)
+    if config["threads"] == "auto":                     # the count chosen goes to config.toml
+        from .threads import auto_threads, describe
+        config["threads"], seconds = auto_threads(model, config["batch_size"], comm)
+        if args.verbose and comm.rank == 0:
+            print(f"minidl: {describe(config['threads'], seconds)}", flush=True)
     optimizer = build_optimizer(config, model)
     from .progress import ProgressBar
     progress = ProgressBar(math.ceil(len(dataset.X_train) / config["batch_size"]), config["epochs"],
                            enabled=comm.rank == 0 and not args.quiet, verbose=args.verbose)
     callbacks = build_callbacks(config, optimizer) + [progress, RunFiles(output, config, dataset.info)]
+    check_options_not_in_use(config)
     if config["fail_on_rank"] is not None:
         callbacks.append(FailureInjection(config["fail_on_rank"], config["fail_at_step"]))
     return model, optimizer, callbacks
@@ -195,28 +220,40 @@ def cmd_train(args):
     comm = resolve_comm("auto")
     output, resume, config, dataset, model, optimizer, callbacks = _set_up_training(args, comm)
     checkpoint = os.path.join(output, rundir.CHECKPOINT)
-    history = fit(model, config["loss"], optimizer, dataset.X_train, dataset.y_train,
-                  epochs=config["epochs"], batch_size=config["batch_size"],
-                  validation_data=(dataset.X_val, dataset.y_val), callbacks=callbacks,
-                  seed=config["seed"], check_every_steps=config["check_every_steps"], comm=comm,
-                  sync=config["sync"], sync_every=config["sync_every"],
-                  check_replicas=config["check_replicas"], checkpoint=checkpoint, resume=resume,
-                  verbose=0)                          # the ProgressBar of --quiet / --verbose is in callbacks
-    test = evaluate(model, dataset.X_test, dataset.y_test, config["loss"], comm=comm)
-    summary = dict(history.summary(), monitor=config["monitor"] if config["early_stopping"] else None,
-                   best_value=_best_value(history, config), test_loss=test["loss"],
-                   dataset=dataset.name, output=output)
-    if "accuracy" in test:
-        summary["test_accuracy"] = test["accuracy"]
-    if comm.rank == 0:
-        _write_outputs(output, model, history, summary, args.plot)
-        print(_summary_line(summary, config), flush=True)
+    try:
+        history = fit(model, config["loss"], optimizer, dataset.X_train, dataset.y_train,
+                      epochs=config["epochs"], batch_size=config["batch_size"],
+                      validation_data=(dataset.X_val, dataset.y_val), callbacks=callbacks,
+                      seed=config["seed"], check_every_steps=config["check_every_steps"], comm=comm,
+                      sync=config["sync"], sync_every=config["sync_every"],
+                      check_replicas=config["check_replicas"], checkpoint=checkpoint, resume=resume,
+                      verbose=0)                      # the ProgressBar of --quiet / --verbose is in callbacks
+        test = evaluate(model, dataset.X_test, dataset.y_test, config["loss"], comm=comm)
+        summary = dict(history.summary(), monitor=config["monitor"] if config["early_stopping"] else None,
+                       best_value=_best_value(history, config), test_loss=test["loss"],
+                       dataset=dataset.name, output=output)
+        if "accuracy" in test:
+            summary["test_accuracy"] = test["accuracy"]
+        if comm.rank == 0:
+            _write_outputs(output, model, history, summary, args.plot)
+            print(_summary_line(summary, config), flush=True)
+    except OSError as error:                          # e.g. the disk filled up mid-run
+        error.__notes__ = [*getattr(error, "__notes__", []), _what_survives(output, checkpoint)]   # add_note, 3.10 too
+        raise
     if history.stop_reason == "interrupted":
         if comm.rank == 0:                                    # said once, as errors are
             print(f"minidl: interrupted; the state is saved. Continue with: minidl train --output "
                   f"{output} --resume", file=sys.stderr)
         return EXIT_INTERRUPTED
     return 0
+
+
+def _what_survives(output, checkpoint):
+    """What a run that failed to write still has, and how to go on."""
+    if os.path.exists(checkpoint):
+        return (f"the last good checkpoint {checkpoint} is intact: free space (or fix the folder), "
+                f"then continue with: minidl train --output {output} --resume")
+    return "no checkpoint was written yet: fix the cause and start again with --overwrite"
 
 
 def _best_value(history, config):
@@ -313,13 +350,26 @@ def cmd_plot(args):
     return 0
 
 
+def _sizes(text):
+    """--sizes of gradcheck and golden write: at least two positive ints, input to output."""
+    try:
+        sizes = _ints(text)
+    except ValueError:
+        sizes = []
+    if len(sizes) < 2 or min(sizes) < 1:
+        raise UsageError(f"--sizes must be two or more comma-separated positive integers (input, "
+                         f"hidden..., output widths), got {text!r}")
+    return sizes
+
+
 def cmd_gradcheck(args):
     """Check backprop against finite differences on a random model and batch; 1 when it fails."""
     from .gradcheck import check_gradients
-    try:
-        sizes = _ints(args.sizes)
-    except ValueError:
-        raise UsageError(f"--sizes must be comma-separated integers, got {args.sizes!r}") from None
+    sizes = _sizes(args.sizes)
+    if not (math.isfinite(args.tolerance) and args.tolerance >= 0):
+        raise UsageError(f"--tolerance must be a finite number >= 0, got {args.tolerance}")
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     model = MLP(sizes, activation=_names(args.activation), seed=args.seed)
     rng = np.random.default_rng(args.seed)
     X = rng.standard_normal((args.batch_size, sizes[0]))
@@ -353,7 +403,7 @@ def cmd_golden(args):
     optimizer = None
     if args.optimizer or args.optimizer_args:
         optimizer = (args.optimizer or "sgd", optimizer_args)
-    write_golden(args.path, sizes=_ints(args.sizes), activation=_names(args.activation),
+    write_golden(args.path, sizes=_sizes(args.sizes), activation=_names(args.activation),
                  negative_slope=slopes[0] if len(slopes) == 1 else slopes, loss=args.loss, seed=args.seed,
                  batch=args.batch_size, trajectory_steps=args.trajectory_steps, optimizer=optimizer)
     print(f"wrote {args.path}")
@@ -368,30 +418,52 @@ class _Parser(argparse.ArgumentParser):
     """argparse that, under mpiexec, prints usage errors on rank 0 only (all ranks exit 2)."""
 
     def error(self, message):
+        """Two lines, not argparse's usage block (train's is 38 lines): the error and where to look."""
         if launcher_rank() == 0:
-            self.print_usage(sys.stderr)
-            self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+            self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n(see {self.prog} --help)\n")
         self.exit(EXIT_USAGE)
 
 
-def main(argv=None):
-    """Run a command; errors in what was asked for become one line and exit code 2.
+def describe_os_error(error):
+    """One line for an OSError: the path, the reason, and for a full disk what to do."""
+    where = error.filename if error.filename is not None else "a file"
+    if error.filename2 is not None:
+        where = f"{where} -> {error.filename2}"
+    reason = error.strerror or str(error)
+    blocking = error.filename and error.errno in (errno.EEXIST, errno.ENOTDIR) and file_in_the_way(error.filename)
+    if blocking:
+        reason = f"{blocking} is a file where a folder is needed"
+    notes = getattr(error, "__notes__", None) or (
+        ["files written before are intact; free space and try again"] if error.errno in SYSTEM_ERRNOS else [])
+    return "; ".join([f"{where}: {reason}"] + notes)
 
+
+def main(argv=None):
+    """Run a command; every failure becomes one line on stderr and an exit code of EXIT_CODES.
+
+    Bad arguments, data and files (ValueError, TypeError, an OSError of a path the user gave,
+    MemoryError from sizes asked for) exit 2; a full disk or I/O error during the run exits 3.
     Under mpiexec an error that every rank raised together (start-up validation is collective)
     is printed once, by rank 0; any other error propagates, so the abort hook ends the whole
     job with its traceback instead of leaving the other ranks waiting. Set MINIDL_DEBUG=1 to
-    see the traceback of a usage error too.
+    see the traceback.
     """
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (ValueError, TypeError) as error:     # UsageError, DataError, CheckpointError, validation
+    except (ValueError, TypeError, OSError, MemoryError) as error:
         distributed = launched_by_mpi() is not None
         if os.environ.get("MINIDL_DEBUG") or (distributed and not isinstance(error, CollectiveError)):
             raise
+        code, line = EXIT_USAGE, str(error)
+        if isinstance(error, OSError):
+            code = EXIT_SYSTEM if error.errno in SYSTEM_ERRNOS else EXIT_USAGE
+            line = describe_os_error(error)
+        elif isinstance(error, MemoryError):
+            line = f"out of memory ({error or 'an allocation failed'}): ask for smaller sizes"
         if launcher_rank() == 0:
-            print(f"minidl: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
+            print(f"minidl: error: {line}", file=sys.stderr)
+        return code
 
 
 def entry_point():

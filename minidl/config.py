@@ -19,7 +19,9 @@ from .losses import LOSSES
 from .monitor import EarlyStopping, ReduceLROnPlateau
 from .optim import OPTIMIZERS, SGD, Adam
 from .parallel import SYNC_MODES
+from .preflight import check_fits_in_memory, check_writable_directory, model_bytes
 from .schedules import CosineAnnealingLR, ExponentialLR, LinearLR, SequentialLR, StepLR
+from .threads import thread_count
 
 
 class UsageError(ValueError):
@@ -50,6 +52,7 @@ class Option:
     default: object
     help: str
     choices: tuple = None
+    minimum: int = None     # for int options (and each int of a list): the smallest value allowed
 
 
 DEFAULT_LR = {"sgd": 0.05, "adam": 0.001}
@@ -58,18 +61,18 @@ SECTIONS = {                      # section of `minidl train --help` -> its opti
     "data": [
         Option("dataset", str, "digits", "dataset", DATASETS),
         Option("data_dir", str, None, "directory holding mnist / fashion-mnist files (default: download into ~/.cache/minidl)"),
-        Option("xor_points", int, 400, "points in the xor dataset (4 = the classic four corners)"),
+        Option("xor_points", int, 400, "points in the xor dataset (4 = the classic four corners)", minimum=4),
         Option("val_fraction", float, 0.2, "validation fraction (stratified)"),
         Option("test_fraction", float, 0.2, "test fraction (stratified; mnist uses its official test set)"),
-        Option("data_seed", int, 0, "seed of the train/val/test split"),
+        Option("data_seed", int, 0, "seed of the train/val/test split", minimum=0),
     ],
     "model": [
-        Option("hidden", _ints, [128], "hidden layer widths, comma-separated (e.g. 128,64)"),
+        Option("hidden", _ints, [128], "hidden layer widths, comma-separated (e.g. 128,64)", minimum=1),
         Option("activation", _names, "relu", f"hidden activation, or one per hidden layer: {', '.join(ACTIVATIONS)}"),
         Option("negative_slope", float, 0.01, "LeakyReLU slope"),
         Option("init", str, "auto", "weight initialisation", INIT_CHOICES),
         Option("dtype", str, "float64", "floating-point type", ("float32", "float64")),
-        Option("seed", int, 0, "seed of the weight initialisation and of the per-epoch shuffle"),
+        Option("seed", int, 0, "seed of the weight initialisation and of the per-epoch shuffle", minimum=0),
         Option("loss", str, None, "loss (default: the dataset's: cross_entropy, or binary_cross_entropy for xor)",
                tuple(LOSSES)),
     ],
@@ -85,19 +88,19 @@ SECTIONS = {                      # section of `minidl train --help` -> its opti
         Option("eps", float, 1e-8, "Adam epsilon"),
     ],
     "loop": [
-        Option("epochs", int, 200, "maximum number of epochs"),
-        Option("batch_size", int, 32, "global batch size"),
-        Option("check_every_steps", int, None, "validate every K optimizer steps instead of every epoch"),
+        Option("epochs", int, 200, "maximum number of epochs", minimum=1),
+        Option("batch_size", int, 32, "global batch size", minimum=1),
+        Option("check_every_steps", int, None, "validate every K optimizer steps instead of every epoch", minimum=1),
     ],
     "early stopping": [
         Option("early_stopping", bool, True, "stop early on the monitored metric"),
         Option("monitor", str, "val_loss", "metric to monitor (loss, accuracy, val_loss, val_accuracy)"),
         Option("mode", str, "auto", "whether the monitored metric should go down or up", ("auto", "min", "max")),
-        Option("patience", int, 10, "checks without improvement before stopping"),
+        Option("patience", int, 10, "checks without improvement before stopping", minimum=0),
         Option("min_delta", float, 0.0, "smallest change that counts as an improvement"),
         Option("baseline", float, None, "value the monitor must beat"),
         Option("restore_best_weights", bool, True, "end with the weights of the best check"),
-        Option("start_from_epoch", int, 0, "checks to ignore at the start (warm-up)"),
+        Option("start_from_epoch", int, 0, "checks to ignore at the start (warm-up)", minimum=0),
         Option("stopping_threshold", float, None, "stop as soon as the monitor is better than this"),
         Option("divergence_threshold", float, None, "stop as soon as the monitor is worse than this"),
         Option("check_finite", bool, True, "stop at once on a NaN/inf monitored value"),
@@ -105,38 +108,40 @@ SECTIONS = {                      # section of `minidl train --help` -> its opti
     "plateau LR": [
         Option("reduce_lr", bool, False, "reduce the learning rate on a plateau"),
         Option("lr_factor", float, 0.1, "ReduceLROnPlateau factor"),
-        Option("lr_patience", int, 5, "ReduceLROnPlateau patience (checks)"),
+        Option("lr_patience", int, 5, "ReduceLROnPlateau patience (checks)", minimum=0),
         Option("lr_min_delta", float, 1e-4, "ReduceLROnPlateau min_delta"),
-        Option("lr_cooldown", int, 0, "ReduceLROnPlateau cooldown (checks)"),
+        Option("lr_cooldown", int, 0, "ReduceLROnPlateau cooldown (checks)", minimum=0),
         Option("min_lr", float, 0.0, "lower bound of the learning rate"),
     ],
     "learning-rate schedule": [
         Option("lr_schedule", str, "none", "schedule stepped at every epoch's end (PyTorch's StepLR, "
                                            "ExponentialLR, CosineAnnealingLR)", LR_SCHEDULES),
-        Option("lr_step_size", int, 30, "--lr-schedule step: multiply the lr by --lr-gamma every K epochs"),
+        Option("lr_step_size", int, 30, "--lr-schedule step: multiply the lr by --lr-gamma every K epochs", minimum=1),
         Option("lr_gamma", float, 0.1, "--lr-schedule step / exponential: the factor gamma"),
         Option("lr_t_max", int, None, "--lr-schedule cosine: T_max, epochs from lr to --lr-eta-min "
-                                      "(default: the epochs after the warm-up)"),
+                                      "(default: the epochs after the warm-up)", minimum=1),
         Option("lr_eta_min", float, 0.0, "--lr-schedule cosine: the lowest learning rate eta_min"),
-        Option("lr_warmup_epochs", int, 0, "linear warm-up (LinearLR) over N epochs before the schedule"),
+        Option("lr_warmup_epochs", int, 0, "linear warm-up (LinearLR) over N epochs before the schedule", minimum=0),
         Option("lr_warmup_start_factor", float, 0.1, "the warm-up's first lr, as a fraction of --lr"),
     ],
     "fine-tuning": [
         Option("init_from", str, None, "start from this run directory, final.npz or checkpoint"),
-        Option("freeze", _ints, [], "Dense layers to freeze, indexed from 0 (e.g. 0 or 0,1)"),
+        Option("freeze", _ints, [], "Dense layers to freeze, indexed from 0 (e.g. 0 or 0,1)", minimum=0),
         Option("new_head", bool, False, "replace the output layer (for a new number of outputs)"),
     ],
     "parallel": [
         Option("sync", str, "grad", "data-parallel mode under mpiexec", SYNC_MODES),
-        Option("sync_every", int, 1, "with --sync params: average parameters every K steps"),
-        Option("threads", int, None, "BLAS threads per process (default: cores / local ranks)"),
+        Option("sync_every", int, 1, "with --sync params: average parameters every K steps", minimum=1),
+        Option("threads", thread_count, "auto", "BLAS threads per process: a number, or auto: time a few "
+                                                "passes of the model at 1 .. cores / local ranks threads "
+                                                "and keep the fastest (docs/threads.md)"),
         Option("collective_timeout", float, None, "seconds a collective may wait for a frozen or lost rank "
                                                   "before the job is aborted (default: $MINIDL_COLLECTIVE_TIMEOUT, "
                                                   "else 600)"),
         Option("check_replicas", bool, False, "debugging aid: after every step, check that all ranks "
                                               "hold bit-identical parameters (a hash allgather)"),
-        Option("fail_on_rank", int, None, "testing aid: raise on this rank ..."),
-        Option("fail_at_step", int, None, "... at this optimizer step"),
+        Option("fail_on_rank", int, None, "testing aid: raise on this rank ...", minimum=0),
+        Option("fail_at_step", int, None, "... at this optimizer step", minimum=0),
     ],
 }
 TRAIN_OPTIONS = [option for options in SECTIONS.values() for option in options]
@@ -150,6 +155,7 @@ def _coerce(option, value, origin):
     """``value`` converted to the option's kind, or a UsageError naming where it came from."""
     if value is None:
         return None
+    where = f"--{option.key.replace('_', '-')}" if origin == "command line" else f"{origin}: {option.key}"
     try:
         if option.kind is bool:
             if not isinstance(value, bool):
@@ -168,10 +174,14 @@ def _coerce(option, value, origin):
         else:
             converted = option.kind(value)
     except (TypeError, ValueError):
-        raise UsageError(f"{origin}: {option.key} = {value!r} is not a valid "
+        raise UsageError(f"{where} = {value!r} is not a valid "
                          f"{getattr(option.kind, '__name__', 'value').strip('_')}") from None
+    if option.minimum is not None:
+        for number in converted if isinstance(converted, list) else [converted]:
+            if number < option.minimum:
+                raise UsageError(f"{where} must be >= {option.minimum}, got {value!r}")
     if option.choices and converted not in option.choices:
-        raise UsageError(f"{origin}: {option.key} must be one of {', '.join(option.choices)}, got {converted!r}")
+        raise UsageError(f"{where} must be one of {', '.join(option.choices)}, got {converted!r}")
     return converted
 
 
@@ -207,6 +217,7 @@ def prepare_output(args):
     output = args.output or os.path.join("runs", datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
     if os.path.exists(output) and not os.path.isdir(output):
         raise UsageError(f"--output {output} exists and is not a directory")
+    check_writable_directory(output, "--output")
     non_empty = os.path.isdir(output) and os.listdir(output)
     if args.resume and not os.path.isdir(output):
         raise UsageError(f"--resume: {output} does not exist; nothing to resume")
@@ -245,6 +256,9 @@ class RunFiles:
 # --------------------------------------------------------------------------- what a config builds
 def build_dataset(config):
     """The dataset and split the config names."""
+    if config["dataset"] == "xor":                 # (points, 2) inputs, labels and copies: 6 floats a point
+        check_fits_in_memory(f"--xor-points {config['xor_points']}", 8 * 6 * config["xor_points"],
+                             "use fewer --xor-points")
     return load_dataset(config["dataset"], seed=config["data_seed"], val_fraction=config["val_fraction"],
                         test_fraction=config["test_fraction"], data_dir=config["data_dir"],
                         xor_points=config["xor_points"])
@@ -270,6 +284,9 @@ def build_model(config, dataset, initial=None):
         config["activation"] = list(model.activations)
     else:
         sizes = [dataset.n_features] + config["hidden"] + [dataset.n_outputs]
+        check_fits_in_memory(f"a {'-'.join(map(str, sizes))} MLP in {config['dtype']}",
+                             model_bytes(sizes, config["dtype"], min(config["batch_size"], len(dataset.X_train))),
+                             "use smaller --hidden or --batch-size")
         model = MLP(sizes, activation=config["activation"], dtype=config["dtype"], seed=config["seed"],
                     init=config["init"], negative_slope=config["negative_slope"])
     try:
@@ -340,3 +357,24 @@ def build_callbacks(config, optimizer=None):
             raise UsageError("--lr-schedule / --lr-warmup-epochs: build_callbacks needs the optimizer")
         callbacks.append(build_schedule(config, optimizer))
     return callbacks
+
+
+def check_options_not_in_use(config):
+    """Refuse invalid values of options this run does not use (--beta1 with SGD, --lr-factor
+    without --reduce-lr, ...): config.toml records every option, and a run resumed or copied
+    from it with the option switched on would fail then. Each is checked by building what
+    uses it, on a 1-1 model: the same checks as when it is in use."""
+    probe = MLP([1, 1], dtype=config["dtype"])
+    variants = [(f"--optimizer {name}", {"optimizer": name, "lr": config["lr"] or DEFAULT_LR[name]})
+                for name in OPTIMIZERS if name != config["optimizer"]]
+    variants.append(("--early-stopping, --reduce-lr and --lr-warmup-epochs",
+                     {"early_stopping": True, "reduce_lr": True, "lr_warmup_epochs": config["lr_warmup_epochs"] or 1}))
+    variants += [(f"--lr-schedule {name}", {"lr_schedule": name, "lr_t_max": config["lr_t_max"] or 1})
+                 for name in LR_SCHEDULES if name not in ("none", config["lr_schedule"])]
+    for what, change in variants:
+        trial = {**config, **change}
+        try:
+            build_callbacks(trial, build_optimizer(trial, probe))
+        except (TypeError, ValueError) as error:
+            raise UsageError(f"{error} (an option of {what}: not in use in this run, but config.toml "
+                             f"records it, so it must be valid; fix it or leave it out)") from None

@@ -11,18 +11,18 @@
 ``load_dataset`` returns train / validation / test splits, standardised with statistics
 fitted on the training split only, plus an ``info`` dict that records what was used.
 """
-import gzip
 import hashlib
-import math
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .validation import check_positive_int, check_real
+from .files import IDX_DTYPES, atomic_write, read_npz  # noqa: F401 (IDX_DTYPES: still minidl.data's)
+from .files import read_idx as _read_idx
+from .validation import (check_class_labels, check_finite, check_non_negative_int, check_positive_int, check_real,
+                         numeric_array)
 
 
 class DataError(ValueError):
@@ -99,32 +99,9 @@ def load_digits_arrays():
 
 
 # ---------------------------------------------------------------------------- IDX / npz
-IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-
-
 def read_idx(path):
-    """Read an IDX file (optionally gzipped): 0 0 dtype ndim, ndim big-endian int32 sizes, data."""
-    opener = gzip.open if str(path).endswith(".gz") else open
-    try:
-        with opener(path, "rb") as handle:
-            raw = handle.read()
-    except (OSError, EOFError) as error:
-        raise DataError(f"{path}: cannot read ({error}); delete it and fetch it again") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_DTYPES:
-        raise DataError(f"{path}: not an IDX file (bad magic number {raw[:4].hex()})")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if ndim == 0 or len(raw) < header:
-        raise DataError(f"{path}: truncated IDX header")
-    shape = tuple(int(size) for size in np.frombuffer(raw, ">i4", ndim, offset=4))
-    if min(shape) < 0:
-        raise DataError(f"{path}: corrupt IDX header (negative size in shape {shape})")
-    dtype = np.dtype(IDX_DTYPES[raw[2]])
-    expected = header + math.prod(shape) * dtype.itemsize          # Python ints: no overflow
-    if len(raw) != expected:
-        raise DataError(f"{path}: IDX data has {len(raw)} bytes, its header promises {expected} "
-                        f"(truncated or corrupt file)")
-    return np.frombuffer(raw, dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+    """The array in an IDX file (optionally gzipped), with files.read_idx's checks: DataError."""
+    return _read_idx(path, error=DataError)
 
 
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
@@ -147,39 +124,32 @@ def default_cache(name):
     return os.path.join(root, name)
 
 
-def _file_digest(path, algorithm):
-    digest = hashlib.new(algorithm)
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _download(url, path, algorithm, expected):
     """Fetch url to path (atomically, with a progress bar) and verify its checksum.
 
-    The download goes to a temporary file of its own (several processes of one job may fetch
-    into the same cache at once: none ever writes another's file), is checked, then renamed
+    The download goes to a temporary file of its own (files.atomic_write: several processes of
+    one job may fetch into the same cache at once, none ever writes another's file, and one
+    killed mid-download leaves a temporary the next write removes), is checked, then renamed
     over ``path``, so a reader finds the whole verified file or none.
     """
     from tqdm import tqdm
-    fd, partial = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".part",
-                                   dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=30) as response:
+
+    def fetch(out):
+        digest = hashlib.new(algorithm)
+        with urllib.request.urlopen(url, timeout=30) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, desc=os.path.basename(path)) as bar:
                 for chunk in iter(lambda: response.read(1 << 16), b""):
                     out.write(chunk)
+                    digest.update(chunk)
                     bar.update(len(chunk))
-        if _file_digest(partial, algorithm) != expected:
+        if digest.hexdigest() != expected:
             raise DataError(f"{url} downloaded, but its {algorithm} checksum is wrong; not using it")
-        os.replace(partial, path)
+
+    try:
+        atomic_write(path, fetch)
     except (urllib.error.URLError, OSError, TimeoutError) as error:
         raise DataError(f"could not download {url} ({error})") from None
-    finally:
-        if os.path.exists(partial):
-            os.unlink(partial)
 
 
 def _find_local(directory, name):
@@ -218,23 +188,47 @@ def load_image_dataset(name, data_dir=None, download=True):
         raise DataError(f"{name} files not found in {directory}: put {', '.join(MNIST_FILES)} "
                         f"(each optionally .gz) or {name}.npz there")
     if isinstance(local, str):
-        try:
-            with np.load(local, allow_pickle=False) as archive:
-                arrays = [archive[key] for key in ("x_train", "y_train", "x_test", "y_test")]
-        except (KeyError, ValueError, OSError, EOFError) as error:
-            raise DataError(f"{local}: not a usable {name} .npz (needs x_train, y_train, x_test, "
-                            f"y_test): {error}") from None
+        found = read_npz(local, f"{name} .npz", error=DataError)
+        missing = [key for key in NPZ_KEYS if key not in found]
+        if missing:
+            raise DataError(f"{local}: not a usable {name} .npz: it lacks {missing}; it needs "
+                            f"{', '.join(NPZ_KEYS)}")
+        arrays, sources = [found[key] for key in NPZ_KEYS], [f"{local} ({key})" for key in NPZ_KEYS]
     else:
-        arrays = [read_idx(path) for path in local]
-    x_train, y_train, x_test, y_test = arrays
-    for images, labels, split in ((x_train, y_train, "train"), (x_test, y_test, "test")):
-        if images.ndim < 2 or labels.ndim != 1:
-            raise DataError(f"{name} {split}: images must be at least 2-D and labels 1-D, got shapes "
-                            f"{images.shape} and {labels.shape} (files swapped or corrupt?)")
-        if len(images) != len(labels):
-            raise DataError(f"{name} {split}: {len(images)} images but {len(labels)} labels")
+        arrays, sources = [read_idx(path) for path in local], local
+    y_train = _check_split(name, "train", arrays[0], arrays[1], sources[0], sources[1])
+    y_test = _check_split(name, "test", arrays[2], arrays[3], sources[2], sources[3])
+    if arrays[2].shape[1:] != arrays[0].shape[1:]:
+        size = lambda images: "x".join(map(str, images.shape[1:]))
+        raise DataError(f"{name}: the test images ({sources[2]}) are {size(arrays[2])}, the training images "
+                        f"({sources[0]}) {size(arrays[0])}: both must have one size ({name} images are 28x28)")
     flat = lambda images: images.reshape(len(images), -1).astype(np.float64) / 255.0
-    return (flat(x_train), y_train.astype(np.int64)), (flat(x_test), y_test.astype(np.int64))
+    return (flat(arrays[0]), y_train), (flat(arrays[2]), y_test)
+
+
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+IMAGE_CLASSES = 10                     # mnist and fashion-mnist both label their images 0..9
+
+
+def _check_split(name, split, images, labels, image_file, label_file):
+    """The labels (N,) as int64 of one split, checked with its images: images at least 2-D
+    with one label each, real and finite pixels, labels integral in 0..9."""
+    if images.ndim < 2 or labels.ndim != 1:
+        raise DataError(f"{name} {split}: images must be at least 2-D and labels 1-D, got shapes "
+                        f"{images.shape} ({image_file}) and {labels.shape} ({label_file}) (files swapped or "
+                        f"corrupt?)")
+    if len(images) != len(labels):
+        raise DataError(f"{name} {split}: {len(images)} images but {len(labels)} labels ({image_file}, "
+                        f"{label_file})")
+    pixels, classes = f"{name} {split} images ({image_file})", f"{name} {split} labels ({label_file})"
+    try:
+        check_finite(pixels, numeric_array(pixels, images), "fix or replace the file")
+    except (TypeError, ValueError) as error:
+        raise DataError(str(error)) from None
+    try:
+        return check_class_labels(classes, labels, len(labels), IMAGE_CLASSES)
+    except (TypeError, ValueError) as error:
+        raise DataError(f"{error} ({name} has {IMAGE_CLASSES} classes, labelled 0..{IMAGE_CLASSES - 1})") from None
 
 
 # ---------------------------------------------------------------------------- splits
@@ -274,6 +268,11 @@ def standardize(train, *others):
 def load_dataset(name="digits", *, seed=0, val_fraction=0.2, test_fraction=0.2, data_dir=None,
                  download=True, xor_points=400, standardize_inputs=True):
     """Train / validation / test splits of a named dataset, standardised on the training split."""
+    if not isinstance(name, str) or name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; choose from {DATASETS}")
+    seed = check_non_negative_int("seed", seed)
+    if name == "xor":
+        xor_points = check_positive_int("xor_points", xor_points, minimum=4)
     val_fraction = check_real("val_fraction", val_fraction, 0.0, 1.0, False, False)
     test_fraction = check_real("test_fraction", test_fraction, 0.0, 1.0, False, False)
     if val_fraction + test_fraction >= 1:
@@ -290,14 +289,12 @@ def load_dataset(name="digits", *, seed=0, val_fraction=0.2, test_fraction=0.2, 
     elif name in ("digits", "digits-parity"):
         X, digit = load_digits_arrays()
         y, stratify_by = (digit % 2 if name == "digits-parity" else digit), digit
-    elif name in SOURCES:
+    else:                                                  # SOURCES: mnist, fashion-mnist
         (X, y), (X_test, y_test) = load_image_dataset(name, data_dir, download)
         val, train = stratified_split(y, [val_fraction], seed)
         return _finish(name, X[train], y[train], X[val], y[val], X_test, y_test, loss,
                        standardize_inputs, {"seed": seed, "val_fraction": val_fraction,
                                             "test": "official test set"})
-    else:
-        raise DataError(f"unknown dataset {name!r}; choose from {DATASETS}")
     if name == "xor" and xor_points == 4:                  # the classic problem: all four everywhere
         return _finish(name, X, y, X, y, X, y, loss, False, {"xor_points": 4})
     test, val, train = stratified_split(y if stratify_by is None else stratify_by,

@@ -24,13 +24,14 @@ minidl: ``np.load(path, allow_pickle=False)`` is all it takes. Format version 1 
 Weights are drawn with init="torch" (non-zero biases) from ``seed``; inputs are standard
 normal and labels uniform, from ``numpy.random.default_rng([seed, 1])``.
 """
+import errno
 import json
-import zipfile
+import os
 from dataclasses import dataclass
 
 import numpy as np
 
-from .checkpoint import atomic_write
+from .files import atomic_write, check_shapes, mlp_shapes, read_npz
 from .losses import resolve_loss
 from .gradcheck import loss_and_grads
 from .model import MLP
@@ -125,28 +126,12 @@ def write_golden(path, *, sizes, activation="relu", loss="cross_entropy", seed=0
 
 
 def read_golden(path):
-    """Load a golden file with allow_pickle=False; raise GoldenFileError unless it is a golden
-    file of format version 1 (object arrays, i.e. pickled data, are refused unread)."""
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except FileNotFoundError:                  # an OSError, but not a damaged file: keep it
-        raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise GoldenFileError(f"{path} is not a readable .npz golden file: {error}") from None
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise GoldenFileError(f"{path} holds a single array, not a .npz golden file")
-    entries = {}
-    with archive:
-        for name in archive.files:
-            try:
-                entries[name] = archive[name]
-            except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
-                if "allow_pickle" in str(error):       # NumPy's refusal of an object array
-                    raise GoldenFileError(f"{path}: entry {name!r} is an object array (pickled "
-                                          f"Python objects), which minidl never writes; refused "
-                                          f"unread") from None
-                raise GoldenFileError(f"{path}: entry {name!r} is unreadable: {error}") from None
-    return _parse(entries, path)
+    """Read a golden file with files.read_npz's checks (no pickle: object arrays are refused
+    unread); raise GoldenFileError unless it is a golden file of format version 1, and
+    FileNotFoundError if there is no file at ``path``."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(errno.ENOENT, "no golden file", str(path))
+    return _parse(read_npz(path, ".npz golden file", error=GoldenFileError), path)
 
 
 def _minidl_version():
@@ -187,11 +172,13 @@ def _parse(entries, path):
     if missing:
         raise GoldenFileError(f"{path} is incomplete: missing {missing}")
     config = _json(entries, "config", path)
+    shapes = mlp_shapes(path, config.get("sizes"), error=GoldenFileError)   # before any model is built
 
     def group(prefix):
         return {name[len(prefix):]: array for name, array in entries.items()
                 if name.startswith(prefix)}
 
+    check_shapes(path, shapes, group("param/"), error=GoldenFileError)
     optimizer, visited = None, group("trajectory/") or None
     if visited is not None:
         if "optimizer" not in entries:

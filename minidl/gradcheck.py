@@ -42,7 +42,8 @@ class GradcheckReport:
         return max(self.errors.values(), default=0.0)
 
     def ok(self, tolerance=1e-6):
-        return self.max_error <= tolerance
+        """Whether every relative error is at most ``tolerance`` (a finite number >= 0)."""
+        return self.max_error <= check_real("tolerance", tolerance, minimum=0.0)
 
     def __str__(self):
         width = max(len("tensor"), *(len(name) for name in self.errors))

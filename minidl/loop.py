@@ -14,15 +14,17 @@ Callbacks (EarlyStopping, Checkpoint, a progress bar, yours) are objects with an
 hooks listed in minidl/callbacks.py; each hook gets the ``Run`` described there.
 """
 import contextlib
+import functools
 import math
 import signal
 import threading
 import time
+import zlib
 
 import numpy as np
 
 from . import monitor
-from .callbacks import HOOKS, STOP_REASONS, Run, hook_method
+from .callbacks import HOOKS, STOP_REASONS, Run, check_callbacks, hook_method
 from .checkpoint import Checkpoint, load_checkpoint, load_training_state, training_state
 from .comm import resolve_comm
 from .losses import LOSSES, check_loss_targets, loss_kernel, resolve_loss
@@ -30,6 +32,7 @@ from .model import MLP
 from .optim import Optimizer
 from .parallel import (ReplicaCheck, agree_on_stop, allreduce_scalars, check_agreement, check_same,
                        collectively, fingerprint, on_rank_zero, shard, sync_strategy)
+from .preflight import check_writable_file
 from .progress import ProgressBar
 from .validation import check_inputs, check_non_negative_int, check_positive_int, check_real
 from .watchdog import check_timeout
@@ -188,6 +191,15 @@ class Trainer:
                 "per_step": {"calls": sum(entry["calls"] for entry in training.values()) / steps,
                              "bytes": sum(entry["bytes"] for entry in training.values()) / steps}}
 
+    @functools.cached_property
+    def data_checksums(self):
+        """CRC-32 of the training arrays (X, y) and of the validation arrays (or None), taken
+        once: checkpoints keep them, and a resume refuses other data of the same size."""
+        def crc(arrays):
+            return [zlib.crc32(np.ascontiguousarray(array)) for array in arrays]
+        return {"training": crc((self.X, self.y)),
+                "validation": None if self.validation is None else crc(self.validation)}
+
     def fingerprint(self):
         """What every rank must agree on before training (parallel.fingerprint)."""
         arrays = (self.X, self.y) + (() if self.validation is None else tuple(self.validation))
@@ -228,10 +240,12 @@ class Trainer:
                        "check_every_steps": self.check_every_steps, "n_train": len(self.X),
                        "n_val": 0 if self.validation is None else len(self.validation[0]),
                        "sync": sync, "sync_every": sync_every}   # what a resume must keep
-        callbacks = _callback_list(callbacks)
+        callbacks = check_callbacks(callbacks)
         if check_replicas:
             callbacks.append(ReplicaCheck())
         if checkpoint is not None:
+            if self.comm.rank == 0:                   # the writer: found now, not after an epoch
+                checkpoint = check_writable_file(checkpoint, "checkpoint")
             callbacks.append(Checkpoint(checkpoint))
         self.checkpoint_path = None if checkpoint is None else str(checkpoint)
         self._check_monitored_names(callbacks)
@@ -268,6 +282,8 @@ def fit(model, loss, optimizer, X, y, *, epochs, batch_size, validation_data=Non
         or validation_data=(X_val, y_val).
     seed: the shuffle of epoch e is default_rng([seed, e]).permutation(n) — independent of the
         weight initialisation, identical on every rank.
+    callbacks: None or a list of callback objects (minidl/callbacks.py: a minidl.Callback, or any
+        object with some of its hook methods), called in order.
     check_every_steps: validate and run the monitors every k optimizer steps instead of at
         each epoch's end (patience then counts these checks).
     comm: "auto" (MPI when an MPI launcher started the process, else one process), None (one
@@ -283,7 +299,8 @@ def fit(model, loss, optimizer, X, y, *, epochs, batch_size, validation_data=Non
         by rank 0, which alone reads it to resume and broadcasts it (on any number of ranks;
         no shared filesystem needed).
     resume: continue from ``checkpoint``; in the same environment the result is bit-for-bit
-        that of a run never interrupted.
+        that of a run never interrupted. The same data are needed: the checkpoint holds their
+        CRC-32 checksums and other data, even of the same size, are refused.
     collective_timeout: seconds a collective may wait for a frozen or lost rank before the
         job is aborted with a message (default: MINIDL_COLLECTIVE_TIMEOUT, else 600; MPI only).
     verbose: progress on sys.stderr, from rank 0 only (minidl.progress.ProgressBar).
@@ -362,27 +379,20 @@ def _training_data(loss, model, X, y, validation_data, validation_split):
     if validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
             raise TypeError("validation_data must be a pair (X_val, y_val)")
-        X_val = check_inputs("validation_data X", validation_data[0], model.dtype, model.in_features)
-        y_val = check_loss_targets(loss, validation_data[1], (len(X_val), model.out_features), model.dtype)
+        X_val = check_inputs("validation_data[0]", validation_data[0], model.dtype, model.in_features)
+        y_val = check_loss_targets(loss, validation_data[1], (len(X_val), model.out_features), model.dtype,
+                                   "validation_data[1]")
         validation = (X_val, y_val)
     return X, y, validation
 
 
 def _with_progress(callbacks, verbose, epochs, rank):
     """``callbacks`` as a list, with the ProgressBar of ``verbose`` at the end unless one is there."""
-    callbacks = _callback_list(callbacks)
+    callbacks = check_callbacks(callbacks)
     progress = ProgressBar.for_verbose(verbose, epochs, rank)
     if progress is not None and not any(isinstance(callback, ProgressBar) for callback in callbacks):
         callbacks.append(progress)
     return callbacks
-
-
-def _callback_list(callbacks):
-    """``callbacks`` as a new list: a list or tuple of objects, not a string or None."""
-    if not isinstance(callbacks, (list, tuple)):
-        raise TypeError(f"callbacks must be a list or tuple of callback objects, got "
-                        f"{type(callbacks).__name__}")
-    return list(callbacks)
 
 
 @contextlib.contextmanager

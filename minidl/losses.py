@@ -93,24 +93,24 @@ def _binary_hits(z, y):
     return int(np.count_nonzero((z > 0) == (y >= 0.5))), y.size
 
 
-def _real_targets(y, shape, dtype):
-    return check_targets("targets", y, shape, dtype)
+def _real_targets(argument, y, shape, dtype):
+    return check_targets(argument, y, shape, dtype)
 
 
-def _probability_targets(y, shape, dtype):
-    return check_targets("targets", y, shape, dtype, low=0.0, high=1.0)
+def _probability_targets(argument, y, shape, dtype):
+    return check_targets(argument, y, shape, dtype, low=0.0, high=1.0)
 
 
-def _class_or_probability_targets(y, shape, dtype):
-    y = numeric_array("targets", y)
+def _class_or_probability_targets(argument, y, shape, dtype):
+    y = numeric_array(argument, y)
     if y.ndim == 1:
-        return check_class_labels("targets", y, shape[0], shape[1])
-    return _probability_targets(y, shape, dtype)
+        return check_class_labels(argument, y, shape[0], shape[1])
+    return _probability_targets(argument, y, shape, dtype)
 
 
 class Loss(NamedTuple):
     """One loss: ``function(z, y, n) -> (loss, dz)`` on checked arrays (z (N, K) outputs, y from
-    ``check_targets(y, shape, dtype)``, n the divisor of the mean); ``count_correct(z, y) ->
+    ``check_targets(argument, y, shape, dtype)``, n the divisor of the mean); ``count_correct(z, y) ->
     (n_correct, n_judged)``, or None for a loss without an accuracy."""
 
     name: str
@@ -142,9 +142,10 @@ def has_accuracy(name):
     return LOSSES[resolve_loss(name)].count_correct is not None
 
 
-def check_loss_targets(name, y, shape, dtype):
-    """Validate targets for loss ``name`` against outputs of ``shape``; return them converted."""
-    return LOSSES[resolve_loss(name)].check_targets(y, shape, dtype)
+def check_loss_targets(name, y, shape, dtype, argument="y"):
+    """Validate targets for loss ``name`` against outputs of ``shape``; return them converted.
+    Errors name ``argument``, the caller's name for them."""
+    return LOSSES[resolve_loss(name)].check_targets(argument, y, shape, dtype)
 
 
 def loss_kernel(name):
@@ -156,7 +157,7 @@ def _checked_call(name, logits, targets, num_samples):
     z = numeric_array("logits", logits)
     dtype = z.dtype if z.dtype in (np.float32, np.float64) else np.float64
     z = check_inputs("logits", z, dtype, allow_empty=num_samples is not None)
-    y = check_loss_targets(name, targets, z.shape, dtype)
+    y = check_loss_targets(name, targets, z.shape, dtype, "targets")
     n = z.shape[0] if num_samples is None else check_positive_int("num_samples", num_samples)
     if n < z.shape[0]:
         raise ValueError(f"num_samples ({n}) is smaller than the {z.shape[0]} rows in this batch; "

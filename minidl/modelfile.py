@@ -1,6 +1,6 @@
 """The model file: ``model.save(path)`` writes it, ``minidl.load(path)`` reads it back.
 
-ONE .npz, written atomically (checkpoint.atomic_write), loaded with allow_pickle=False:
+ONE .npz, written atomically (files.atomic_write), read with files.read_npz (no pickle):
 
     0.weight, 0.bias, 2.weight, ...   the parameters under state_dict names (PyTorch's keys)
     standardization/mean, .../std     (optional) the input standardisation, (D,) each
@@ -14,14 +14,14 @@ config.toml beside it, standardisation from data.json) or a training checkpoint.
 """
 import json
 import os
-import zipfile
 
 import numpy as np
 
 from . import rundir
-from .checkpoint import atomic_write
+from .files import FileError, atomic_write, check_shapes, mlp_shapes, read_npz
 from .model import MLP
-from .validation import check_finite, numeric_array
+from .preflight import check_writable_file
+from .validation import check_finite, check_path, numeric_array
 
 FORMAT, FORMAT_VERSION = "minidl-model", 1
 MODEL_KEY = "__model__"
@@ -52,7 +52,7 @@ def save_model(model, path, standardization=None):
     """Write ``model`` (and the optional (mean, std) of its inputs) to ``path`` atomically."""
     if not isinstance(model, MLP):
         raise TypeError(f"model must be a minidl.MLP, got {type(model).__name__}")
-    path = os.fspath(path)
+    path = check_writable_file(path, "path", example="model.npz")
     arrays = model.state_dict()
     standardization = check_standardization("standardization", standardization, model.in_features)
     if standardization is not None:
@@ -66,34 +66,34 @@ def load(path, *, with_standardization=False):
     """The MLP saved at ``path``: a model file (model.save), a run directory, its final.npz or
     a training checkpoint. With ``with_standardization=True``, (model, (mean, std) or None).
 
-    A missing, damaged or foreign file raises ValueError naming it.
+    A missing, damaged or foreign file raises ValueError naming it (files.read_npz's checks;
+    the architecture it states is checked against its arrays before the model is built).
     """
-    path = os.fspath(path)
+    path = check_path("path", path)
     if os.path.isdir(path):
         path = os.path.join(path, rundir.FINAL)
     if not os.path.exists(path):
-        raise ValueError(f"no model at {path}: pass a file written by model.save, a run directory, "
-                         f"its final.npz or a checkpoint")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
-    except (zipfile.BadZipFile, EOFError, OSError, KeyError, ValueError) as error:
-        raise ValueError(f"{path} is not a readable .npz model file (truncated or corrupt?): {error}") from None
+        raise FileError(f"no model at {path}: pass a file written by model.save, a run directory, "
+                        f"its final.npz or a checkpoint")
+    arrays = read_npz(path, ".npz model file", error=FileError)
     if MODEL_KEY in arrays:
         model, standardization = _from_arrays(path, arrays)
     else:                                                  # what `minidl train` writes
-        model = rundir.load_model(path)
+        model = rundir.model_from_arrays(path, arrays)
         standardization = _run_standardization(path, model)
     return (model, standardization) if with_standardization else model
 
 
 def _from_arrays(path, arrays):
+    """(model, standardization or None) from a model file's arrays; its __model__ header
+    checked, and its layer sizes against the parameter arrays before the model is built."""
     try:
         header = json.loads(str(arrays.pop(MODEL_KEY)))
         if header.get("format") != FORMAT:
             raise ValueError(f"format {header.get('format')!r}")
         if header.get("version") != FORMAT_VERSION:
             raise ValueError(f"format version {header.get('version')}, this minidl reads {FORMAT_VERSION}")
+        check_shapes(path, mlp_shapes(path, header["config"].get("sizes")), arrays)
         model = MLP(**header["config"])
         model.trainable = header["trainable"]              # checked: one boolean per Dense layer
         standardization = None
@@ -101,6 +101,8 @@ def _from_arrays(path, arrays):
             standardization = check_standardization("standardization", (arrays.pop(MEAN, None),
                                                                         arrays.pop(STD, None)), model.in_features)
         model.load_state_dict(arrays)                     # keys, shapes, finite values
+    except FileError:
+        raise                                              # names the file already
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as error:
         raise ValueError(f"{path} is not a valid minidl model file: {error}") from None
     return model, standardization

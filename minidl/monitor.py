@@ -21,7 +21,7 @@ import numbers
 
 import numpy as np
 
-from .validation import check_non_negative_int, check_real, numeric_array
+from .validation import check_flag, check_non_negative_int, check_real, check_state_array, check_state_keys, numeric_array
 
 STOP_REASONS = ("patience", "stopping_threshold", "divergence_threshold", "non_finite")
 
@@ -32,12 +32,6 @@ def _metric_value(value):
         raise TypeError(f"the monitored value must be a real number (float, int or NumPy scalar), "
                         f"got {type(value).__name__} {value!r}")
     return float(value)
-
-
-def _flag(name, value):
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
-    return bool(value)
 
 
 def _count(name, value):
@@ -54,7 +48,8 @@ def _maybe_real(name, value):
 
 
 def _maybe_array(name, value):
-    return None if value is None else numeric_array(name, value).copy()
+    """None, or a copy of a finite 1-D array (the flat parameters)."""
+    return None if value is None else check_state_array(name, value)
 
 
 def _reason(name, value):
@@ -118,15 +113,22 @@ class _Monitor:
 
     def load_state_dict(self, state):
         """Restore a ``state_dict()``; all of it is validated first, so a bad state changes nothing."""
-        for key, own in (("type", type(self).__name__), ("monitor", self.monitor), ("mode", self.mode)):
-            if state.get(key) != own:
-                raise ValueError(f"this state is for {key}={state.get(key)!r}, but this monitor has "
-                                 f"{key}={own!r}")
-        missing = sorted(set(self._STATE) - set(state))
-        if missing:
-            raise ValueError(f"{type(self).__name__} state is missing {missing}")
-        values = {name: check(name, state[name]) for name, check in self._STATE.items()}
+        self._load_assign(self._load_check(state))
+
+    def _load_check(self, state):
+        """The validated values of ``state`` to assign; raises naming the key, changes nothing."""
+        what = f"{type(self).__name__} state"
+        own = {"monitor": self.monitor, "mode": self.mode}
+        check_state_keys(what, state, ("type", *own, *self._STATE), kind=type(self).__name__)
+        for key, value in own.items():
+            if state[key] != value:
+                raise ValueError(f"this state is for {key}={state[key]!r}, but this monitor has "
+                                 f"{key}={value!r}")
+        values = {name: check(f"{what} {name!r}", state[name]) for name, check in self._STATE.items()}
         self._check_state(values)
+        return values
+
+    def _load_assign(self, values):
         vars(self).update(values)
 
     def _check_state(self, values):
@@ -177,11 +179,11 @@ class EarlyStopping(_Monitor):
                  divergence_threshold=None, check_finite=True):
         super().__init__(monitor, mode, min_delta, patience)
         self.baseline = _maybe_real("baseline", baseline)
-        self.restore_best_weights = _flag("restore_best_weights", restore_best_weights)
+        self.restore_best_weights = check_flag("restore_best_weights", restore_best_weights)
         self.start_from_epoch = _count("start_from_epoch", start_from_epoch)
         self.stopping_threshold = _maybe_real("stopping_threshold", stopping_threshold)
         self.divergence_threshold = _maybe_real("divergence_threshold", divergence_threshold)
-        self.check_finite = _flag("check_finite", check_finite)
+        self.check_finite = check_flag("check_finite", check_finite)
         if self.stopping_threshold is not None and self.divergence_threshold is not None and \
                 self._score(self.stopping_threshold) <= self._score(self.divergence_threshold):
             raise ValueError(f"in {self.mode} mode stopping_threshold must be better than "
@@ -191,6 +193,7 @@ class EarlyStopping(_Monitor):
         """Forget every check: the state of a fresh monitor (Keras resets on train begin)."""
         self.num_checks = self.wait = 0
         self.best = self.best_epoch = self.best_step = self.best_weights = None
+        self._weights_shape = None   # of the parameters watched (not state): what best_weights must fit
         self.stopped_epoch = self.stopped_step = self.stop_reason = None
 
     def update(self, value, *, weights=None, step=None):
@@ -206,6 +209,8 @@ class EarlyStopping(_Monitor):
             if weights is None:
                 raise ValueError("restore_best_weights=True: pass update(value, weights=params)")
             weights = numeric_array("weights", weights)      # checked before any state changes
+            self._check_weights_shape("weights", weights, self._weights_shape)
+            self._weights_shape = weights.shape
         check, self.num_checks = self.num_checks, self.num_checks + 1
         if self.check_finite and not math.isfinite(value):
             return self._stop("non_finite", check, step)
@@ -233,10 +238,20 @@ class EarlyStopping(_Monitor):
     def _check_state(self, values):
         if (values["best"] is None) != (values["best_epoch"] is None):
             raise ValueError("EarlyStopping state: best and best_epoch must both be None or both set")
-        for name in ("best_epoch", "stopped_epoch"):
-            if values[name] is not None and values[name] >= values["num_checks"]:
-                raise ValueError(f"EarlyStopping state: {name}={values[name]} is not a check index "
-                                 f"below num_checks={values['num_checks']}")
+        checks = values["num_checks"]          # check indices are below it, wait counts at most all
+        for name, limit in (("best_epoch", checks - 1), ("stopped_epoch", checks - 1), ("wait", checks)):
+            if values[name] is not None and values[name] > limit:
+                raise ValueError(f"EarlyStopping state: {name}={values[name]} is more than {limit}, "
+                                 f"impossible after num_checks={checks} checks")
+        self._check_weights_shape("EarlyStopping state 'best_weights'", values["best_weights"],
+                                  self._weights_shape)
+
+    @staticmethod
+    def _check_weights_shape(name, weights, shape):
+        """Best weights are the flat parameters: refuse another shape, never broadcast it."""
+        if weights is not None and shape is not None and weights.shape != tuple(shape):
+            raise ValueError(f"{name} has shape {weights.shape}, the model's parameters have shape "
+                             f"{tuple(shape)}: the state belongs to another model")
 
     @property
     def best_check(self):
@@ -248,6 +263,11 @@ class EarlyStopping(_Monitor):
         """The index of the check that signalled the latest stop (Keras: stopped_epoch)."""
         return self.stopped_epoch
 
+    def on_train_begin(self, run):
+        """Reset, and note the parameters' shape: a resume's best_weights must have it."""
+        super().on_train_begin(run)
+        self._weights_shape = run.model.params.shape
+
     def on_check(self, run):
         if self.update(self._metric(run), weights=run.model.params, step=run.step):
             run.request_stop(self.stop_reason)
@@ -257,6 +277,7 @@ class EarlyStopping(_Monitor):
         training ended (stop, max epochs, interrupt)."""
         run.best_check = self.best_check
         if self.restore_best_weights and self.best_weights is not None:
+            self._check_weights_shape("EarlyStopping best_weights", self.best_weights, run.model.params.shape)
             run.model.params[...] = self.best_weights
             run.restored_from = self.best_check
 
@@ -308,6 +329,11 @@ class ReduceLROnPlateau(_Monitor):
                 self.cooldown_counter, self.wait = self.cooldown, 0
                 self.num_reductions += 1
         return lr
+
+    def _check_state(self, values):
+        if values["cooldown_counter"] > self.cooldown:
+            raise ValueError(f"ReduceLROnPlateau state 'cooldown_counter'={values['cooldown_counter']} "
+                             f"exceeds this monitor's cooldown={self.cooldown}")
 
     def _at_min_lr(self, lr):
         """lr is at min_lr, or within rounding of it (4 ulps): 0.1 * 0.1 * 0.1 is

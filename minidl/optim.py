@@ -13,11 +13,12 @@ import json
 import numpy as np
 
 from .model import merge_adjacent
-from .validation import check_real
+from .validation import check_flag, check_non_negative_int, check_real, check_state_array, check_state_keys
 
 
 class Optimizer:
     """Shared plumbing: the model, a validated ``lr``, the step count and scratch space."""
+    _NON_NEGATIVE = ()                                     # state arrays that are never < 0
 
     def __init__(self, model, lr):
         if not all(hasattr(model, name) for name in ("params", "grads", "dense_layers", "layout")):
@@ -84,33 +85,47 @@ class Optimizer:
         return state
 
     def load_state_dict(self, state):
-        """Restore a state_dict() of an optimizer of the same type and hyperparameters (lr aside)."""
-        if not isinstance(state, dict):
-            raise TypeError(f"optimizer state must be a dict from state_dict(), got {type(state).__name__}")
-        if state.get("type") != type(self).__name__:
-            raise ValueError(f"optimizer state is for {state.get('type')!r}, not {type(self).__name__}")
+        """Restore a state_dict() of an optimizer of the same type and hyperparameters (lr aside).
+
+        All of it is checked first (_load_check), then assigned (_load_assign): a state that is
+        refused changes nothing."""
+        self._load_assign(self._load_check(state))
+
+    def _load_check(self, state):
+        """The values of ``state`` to assign, each validated; raises naming the key, changes nothing."""
+        what = f"{type(self).__name__} state"
         buffers = self.state_arrays()
-        missing = [key for key in ("lr", "step_count", "hyperparameters", *buffers) if key not in state]
-        if missing:
-            raise ValueError(f"optimizer state lacks {missing}: not a complete {type(self).__name__} state_dict()")
+        check_state_keys(what, state, ("type", "lr", "step_count", "hyperparameters", *buffers),
+                         optional=("layer_steps",), kind=type(self).__name__)
+        if not isinstance(state["hyperparameters"], dict):
+            raise TypeError(f"{what} 'hyperparameters' must be a dict, got "
+                            f"{type(state['hyperparameters']).__name__}")
         mine = {key: value for key, value in self.hyperparameters().items() if key != "lr"}
         saved = {key: value for key, value in state["hyperparameters"].items() if key != "lr"}
         if json.dumps(mine, sort_keys=True) != json.dumps(saved, sort_keys=True):
-            raise ValueError(f"optimizer state was saved with {saved}, this optimizer has {mine}: "
-                             f"build the optimizer with the same hyperparameters")
-        for name, array in buffers.items():
-            saved = np.asarray(state[name])
-            if saved.shape != array.shape:
-                raise ValueError(f"optimizer state {name!r} has shape {saved.shape}, expected "
-                                 f"{array.shape} (a different model?)")
-            array[...] = saved
-        layer_steps = np.asarray(state.get("layer_steps", [state["step_count"]] * len(self.layer_steps)))
-        if layer_steps.shape != self.layer_steps.shape:
-            raise ValueError(f"optimizer state has step counts for {layer_steps.size} layers, the model "
-                             f"has {self.layer_steps.size}")
-        self.lr = state["lr"]
-        self.step_count = int(state["step_count"])
-        self.layer_steps[...] = layer_steps
+            raise ValueError(f"optimizer state was saved with hyperparameters {saved}, this optimizer "
+                             f"has {mine}: build the optimizer with the same hyperparameters")
+        step_count = check_non_negative_int(f"{what} 'step_count'", state["step_count"])
+        layer_steps = state.get("layer_steps", [step_count] * len(self.layer_steps))  # older states
+        if not isinstance(layer_steps, (list, tuple, np.ndarray)) or len(layer_steps) != len(self.layer_steps):
+            raise ValueError(f"{what} 'layer_steps' must list one step count per Dense layer "
+                             f"({len(self.layer_steps)}), got {layer_steps!r}")
+        layer_steps = [check_non_negative_int(f"{what} 'layer_steps'[{index}]", t)
+                       for index, t in enumerate(layer_steps)]
+        if max(layer_steps, default=0) > step_count:       # a layer steps only when the optimizer does
+            raise ValueError(f"{what} 'layer_steps' {layer_steps} exceed 'step_count' {step_count}")
+        return {"lr": check_real(f"{what} 'lr'", state["lr"], minimum=0.0), "step_count": step_count,
+                "layer_steps": layer_steps,
+                "buffers": {name: check_state_array(f"{what} {name!r}", state[name], array.shape,
+                                                    array.dtype, non_negative=name in self._NON_NEGATIVE)
+                            for name, array in buffers.items()}}
+
+    def _load_assign(self, values):
+        """Assign what _load_check returned."""
+        self.lr, self.step_count = values["lr"], values["step_count"]
+        self.layer_steps[...] = values["layer_steps"]
+        for name, array in self.state_arrays().items():
+            array[...] = values["buffers"][name]
 
 
 class SGD(Optimizer):
@@ -128,7 +143,7 @@ class SGD(Optimizer):
         self.momentum = check_real("momentum", momentum, minimum=0.0)
         self.dampening = check_real("dampening", dampening)
         self.weight_decay = check_real("weight_decay", weight_decay, minimum=0.0)
-        self.nesterov = bool(nesterov)
+        self.nesterov = check_flag("nesterov", nesterov)
         if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
             raise ValueError("nesterov momentum requires momentum > 0 and dampening = 0 (as PyTorch)")
         self.momentum_buffer = np.zeros_like(model.params) if self.momentum else None
@@ -166,6 +181,8 @@ class Adam(Optimizer):
         v = beta2 * v + (1 - beta2) * d * d
         p = p - lr / (1 - beta1**t) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps)
     """
+
+    _NON_NEGATIVE = ("exp_avg_sq",)                       # v is a mean of squares
 
     def __init__(self, model, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(model, lr)

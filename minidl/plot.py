@@ -17,6 +17,8 @@ import json
 import math
 import os
 
+from .checkpoint import atomic_write
+
 LEGEND = dict(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=8, frameon=False)
 BEST = dict(color="tab:green", linestyle="--", linewidth=1.2)
 STOP = dict(color="tab:red", linestyle=":", linewidth=1.5)
@@ -44,18 +46,41 @@ def _finite(values):
     return [value for value in values if math.isfinite(value)]
 
 
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_count(value):
+    """A non-negative whole number (3 or 3.0: a CSV's numbers are floats)."""
+    return _is_number(value) and math.isfinite(value) and value >= 0 and value == int(value)
+
+
 def check_records(records):
-    if not records:
-        raise ValueError("the history is empty: nothing to plot")
+    """Raise ValueError naming the first record that is not a History record: a mapping with a
+    whole non-negative ``epoch`` (and ``step``, when present) and numbers or nulls elsewhere."""
+    if not isinstance(records, list) or not records:
+        raise ValueError("the history is empty (no records): nothing to plot")
     for index, record in enumerate(records):
         if not isinstance(record, dict):
-            raise ValueError(f"record {index} is not a mapping: {record!r}")
+            raise ValueError(f"record {index} is not a mapping: {record!r:.60}")
         for key in ("epoch", "loss"):
             if key not in record:
                 raise ValueError(f"record {index} has no {key!r}")
         for key, value in record.items():
-            if value is not None and not isinstance(value, (int, float)):
-                raise ValueError(f"record {index}: {key} = {value!r} is not a number")
+            if not isinstance(key, str) or (value is not None and not _is_number(value)):
+                raise ValueError(f"record {index}: {key!r:.40} = {value!r:.40} is not a number")
+        for key in ("epoch", "step"):
+            if (key == "epoch" or record.get(key) is not None) and not _is_count(record[key]):
+                raise ValueError(f"record {index}: {key} = {record[key]!r} is not a whole number >= 0")
+
+
+def check_facts(facts):
+    """Raise ValueError unless the facts a history gives about its run have their types."""
+    for key in ("best_epoch", "stopped_epoch", "best_check", "stopped_check", "steps_per_epoch"):
+        if facts.get(key) is not None and not _is_count(facts[key]):
+            raise ValueError(f"{key} = {facts[key]!r:.40} is not a whole number >= 0")
+    if facts.get("stop_reason") is not None and not isinstance(facts["stop_reason"], str):
+        raise ValueError(f"stop_reason = {facts['stop_reason']!r:.40} is not a string")
 
 
 def read_run_history(path):
@@ -88,9 +113,7 @@ def read_run_history(path):
             summary = None                       # the summary only adds facts; the plot works without
         if isinstance(summary, dict):
             facts = {key: summary.get(key) if value is None else value for key, value in facts.items()}
-    for key in keys[:5]:
-        if facts[key] is not None and not isinstance(facts[key], (int, float)):
-            raise ValueError(f"{key} = {facts[key]!r} is not a number")
+    check_facts(facts)
     facts["name"] = os.path.basename(folder)
     return data["records"], facts
 
@@ -129,6 +152,8 @@ def plot_history(records, path, best_epoch=None, stopped_epoch=None, title=None,
     and ``stop_reason``. Returns the figure's axes (loss, [accuracy], [lr]) after saving.
     """
     check_records(records)
+    check_facts(dict(best_epoch=best_epoch, stopped_epoch=stopped_epoch, best_check=best_check,
+                     stopped_check=stopped_check, steps_per_epoch=steps_per_epoch, stop_reason=stop_reason))
     plt = _pyplot()
     x = epoch_positions(records, steps_per_epoch)
     by_epoch = {r["epoch"]: xi for r, xi in zip(records, x)}
@@ -211,6 +236,9 @@ def plot_history(records, path, best_epoch=None, stopped_epoch=None, title=None,
     axes[-1].set_xlabel("epochs trained (the check at the end of epoch N is at N)")
     if title:
         figure.suptitle(title)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    try:                                          # one whole PNG or none; missing folders are made
+        image_format = os.path.splitext(path)[1][1:].lower() or "png"
+        atomic_write(path, lambda handle: figure.savefig(handle, dpi=110, format=image_format))
+    finally:
+        plt.close(figure)
     return axes

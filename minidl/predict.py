@@ -7,17 +7,18 @@ proba=True probabilities, one row per sample, as .npy, .csv or lines on stdout.
 """
 import os
 import sys
-import zipfile
 
 import numpy as np
 
 from . import rundir
 from .config import UsageError
+from .files import FileError, atomic_write, read_npy, read_npz
 from .modelfile import load
 
 
 def read_inputs(path):
-    """The array in a .npy, .npz (its one array, or "X") or numeric .csv (header line allowed)."""
+    """The array in a .npy, .npz (its one array, or "X") or numeric .csv (header line allowed);
+    the .npy and .npz read with files.read_npy / read_npz's checks (real numbers only)."""
     if not os.path.exists(path):
         raise UsageError(f"no input file at {path}")
     kind = os.path.splitext(path)[1].lower()
@@ -25,19 +26,28 @@ def read_inputs(path):
         raise UsageError(f"--input {path}: use a .npy, .npz or .csv file")
     try:
         if kind == ".npy":
-            return np.load(path, allow_pickle=False)
-        if kind == ".csv":
-            with open(path) as handle:
-                first = handle.readline().split(",")
-            header = not all(_is_number(cell) for cell in first)
-            return np.loadtxt(path, delimiter=",", skiprows=int(header), ndmin=2)
-        with np.load(path, allow_pickle=False) as archive:
-            names = archive.files
-            if "X" in names or len(names) == 1:
-                return archive["X" if "X" in names else names[0]]
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise UsageError(f"cannot read {path}: {error}") from None
-    raise UsageError(f"{path} holds {names}: store one array, or name the inputs X")
+            return read_npy(path, ".npy input array", kinds="biuf")
+        if kind == ".npz":
+            arrays = read_npz(path, ".npz of inputs", kinds="biuf")
+        else:
+            return _read_csv(path)
+    except FileError as error:
+        raise UsageError(f"cannot read --input {error}") from None
+    if "X" in arrays or len(arrays) == 1:
+        return arrays["X"] if "X" in arrays else next(iter(arrays.values()))
+    raise UsageError(f"{path} holds {sorted(arrays)}: store one array, or name the inputs X")
+
+
+def _read_csv(path):
+    """The rows of a numeric .csv (one header line allowed), or FileError naming the file."""
+    try:
+        with open(path) as handle:
+            first = handle.readline().split(",")
+        header = not all(_is_number(cell) for cell in first)
+        return np.loadtxt(path, delimiter=",", skiprows=int(header), ndmin=2)
+    except (OSError, ValueError) as error:              # ragged rows, text, not UTF-8
+        raise FileError(f"{path}: not a numeric .csv (one row per sample, numbers separated by "
+                        f"commas, at most one header line): {error}") from None
 
 
 def _is_number(text):
@@ -81,6 +91,6 @@ def predict_file(model_path, input_path, output=None, proba=False):
     if output is None:
         sys.stdout.write(_prediction_text(predictions))
     elif output.endswith(".npy"):
-        rundir.atomic_write(output, lambda handle: np.save(handle, predictions))
+        atomic_write(output, lambda handle: np.save(handle, predictions))
     else:
         rundir.write_text(output, _prediction_text(predictions))

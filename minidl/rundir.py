@@ -14,7 +14,8 @@ import os
 
 import numpy as np
 
-from .checkpoint import META_KEY, CheckpointError, atomic_write, load_checkpoint
+from .checkpoint import META_KEY, CheckpointError, checkpoint_contents
+from .files import FileError, atomic_write, check_shapes, mlp_shapes, parameter_count, read_npz
 from .model import MLP
 
 CONFIG, DATA, CHECKPOINT, HISTORY_JSON, HISTORY_CSV = (
@@ -50,6 +51,9 @@ def read_toml(path):
             return tomllib.load(handle)
     except OSError as error:
         raise ValueError(f"cannot read config file {path}: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise ValueError(f"config file {path} is not UTF-8 text (byte {error.start}): TOML files are "
+                         f"UTF-8; save it as UTF-8") from None
     except tomllib.TOMLDecodeError as error:
         raise ValueError(f"config file {path} is not valid TOML: {error}") from None
 
@@ -68,50 +72,56 @@ def write_params(path, model):
 
 
 def load_model(path):
-    """An MLP from a checkpoint, a final.npz (with config.toml beside it) or a run directory."""
+    """An MLP from a checkpoint, a final.npz (with config.toml beside it) or a run directory.
+
+    The file is read with files.read_npz's checks, and the architecture it states is checked
+    against the arrays it holds before the model is built: FileError / CheckpointError naming it.
+    """
     if os.path.isdir(path):
         path = os.path.join(path, FINAL)
     if not os.path.exists(path):
-        raise ValueError(f"no model at {path}: pass a run directory, its final.npz or a checkpoint")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            is_checkpoint = META_KEY in archive.files
-    except (OSError, ValueError, EOFError) as error:
-        raise ValueError(f"{path} is not a readable .npz file: {error}") from None
-    if not is_checkpoint:
-        return _load_final(path)
-    arrays, meta = load_checkpoint(path)
-    if not isinstance(meta.get("model"), dict):
+        raise FileError(f"no model at {path}: pass a run directory, its final.npz or a checkpoint")
+    return model_from_arrays(path, read_npz(path, ".npz model", error=FileError))
+
+
+def model_from_arrays(path, arrays):
+    """The MLP in the arrays read from ``path``: a checkpoint's or a final.npz's."""
+    if META_KEY not in arrays:
+        return _load_final(path, arrays)
+    arrays, meta = checkpoint_contents(path, arrays)
+    config = meta.get("model")
+    if not isinstance(config, dict):
         raise CheckpointError(f"{path} has no model description: not a training checkpoint")
-    model = MLP(**meta["model"])
-    params = arrays.get("params")
-    if params is None or params.shape != model.params.shape:
-        raise CheckpointError(f"{path}: params has shape {None if params is None else params.shape}, "
-                              f"the model {list(model.sizes)} needs {model.params.shape}")
-    model.params[...] = params
+    shapes = mlp_shapes(path, config.get("sizes"), error=CheckpointError)
+    check_shapes(path, {"params": (parameter_count(shapes),)}, arrays, error=CheckpointError)
     try:
+        model = MLP(**config)
+        model.params[...] = arrays["params"]
         model.trainable = meta.get("trainable", model.trainable)      # its frozen layers too
-    except ValueError as error:
+    except (TypeError, ValueError) as error:
         raise CheckpointError(f"{path}: {error}") from None
     return model
 
 
-def _load_final(path):
+def _load_final(path, state):
+    """The MLP in a final.npz's state_dict arrays, its architecture from the config.toml beside it."""
     config_path = os.path.join(os.path.dirname(path), CONFIG)
     if not os.path.exists(config_path):
-        raise ValueError(f"{path} holds bare parameters; its architecture comes from {config_path}, "
-                         f"which is missing")
-    with np.load(path, allow_pickle=False) as archive:
-        state = {name: archive[name] for name in archive.files}
+        raise FileError(f"{path} holds bare parameters; its architecture comes from {config_path}, "
+                        f"which is missing")
     config = read_toml(config_path)
     names = sorted((name for name in state if name.endswith(".weight") and name.split(".")[0].isdigit()),
                    key=lambda n: int(n.split(".")[0]))
     weights = [state[name] for name in names]
     if not weights or any(weight.ndim != 2 for weight in weights):
-        raise ValueError(f"{path} does not hold MLP parameters under state_dict keys "
-                         f"(0.weight (out, in), 0.bias, 2.weight, ...); it holds {sorted(state)}")
+        raise FileError(f"{path} does not hold MLP parameters under state_dict keys "
+                        f"(0.weight (out, in), 0.bias, 2.weight, ...); it holds {sorted(state)}")
     sizes = [weights[0].shape[1]] + [weight.shape[0] for weight in weights]
-    model = MLP(sizes, activation=config.get("activation", "relu"), dtype=config.get("dtype", "float64"),
-                negative_slope=config.get("negative_slope", 0.01))
-    model.load_state_dict(state)
+    check_shapes(path, mlp_shapes(path, sizes), state)
+    try:
+        model = MLP(sizes, activation=config.get("activation", "relu"), dtype=config.get("dtype", "float64"),
+                    negative_slope=config.get("negative_slope", 0.01))
+        model.load_state_dict(state)
+    except (TypeError, ValueError) as error:
+        raise FileError(f"{path} (with {config_path}): {error}") from None
     return model

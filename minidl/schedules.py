@@ -23,7 +23,7 @@ import math
 from bisect import bisect_right
 
 from .optim import Optimizer
-from .validation import check_non_negative_int, check_positive_int, check_real
+from .validation import check_non_negative_int, check_positive_int, check_real, check_state_keys
 
 INTERVALS = ("epoch", "step")
 
@@ -36,6 +36,7 @@ class _Schedule:
     it at a milestone) and list their constructor settings in ``_SETTINGS``.
     """
     _SETTINGS = ()
+    _STATE_KEYS = ("type", "settings", "last_epoch", "base_lr", "lr")      # what state_dict() holds
 
     def __init__(self, optimizer, interval="epoch"):
         if not isinstance(optimizer, Optimizer):
@@ -109,35 +110,31 @@ class _Schedule:
         come (loading such a state makes that step, since the resumed fit starts the next epoch)."""
         return {**self._own_state(), "epoch_end_pending": self._pending}
 
-    def _check_own_state(self, state):
-        """The validated (last_epoch, base_lr, lr) of a state of this schedule; changes nothing."""
-        if not isinstance(state, dict):
-            raise TypeError(f"schedule state must be a dict from state_dict(), got {type(state).__name__}")
-        if state.get("type") != type(self).__name__:
-            raise ValueError(f"schedule state is for {state.get('type')!r}, not {type(self).__name__}")
-        missing = sorted({"settings", "last_epoch", "base_lr", "lr"} - set(state))
-        if missing:
-            raise ValueError(f"{type(self).__name__} state is missing {missing}")
-        if state["settings"] != self.settings():
-            raise ValueError(f"{type(self).__name__} state was saved with settings {state['settings']}, "
-                             f"this schedule has {self.settings()}")
-        return (check_non_negative_int("last_epoch", state["last_epoch"]),
-                check_real("base_lr", state["base_lr"], minimum=0.0), check_real("lr", state["lr"], minimum=0.0))
-
     def load_state_dict(self, state):
         """Restore a state_dict(): last_epoch, base_lr and optimizer.lr; then, if an epoch end
         was pending, make its step. Everything is validated first: a bad state changes nothing."""
-        last_epoch, base_lr, lr = self._check_own_state(state)
-        pending = state.get("epoch_end_pending", False)
-        if not isinstance(pending, bool):
-            raise TypeError(f"epoch_end_pending must be True or False, got {pending!r}")
-        self._assign(last_epoch, base_lr, lr)
-        self._pending = False
-        if pending:
-            self.step()
+        self._load_assign(self._load_check(state))
 
-    def _assign(self, last_epoch, base_lr, lr):
-        self.last_epoch, self.base_lr, self.optimizer.lr = last_epoch, base_lr, lr
+    def _load_check(self, state):
+        """The validated values of ``state`` to assign; raises naming the key, changes nothing."""
+        what = f"{type(self).__name__} state"
+        check_state_keys(what, state, self._STATE_KEYS, optional=("epoch_end_pending",),
+                         kind=type(self).__name__)
+        if state["settings"] != self.settings():
+            raise ValueError(f"{what} was saved with settings {state['settings']}, "
+                             f"this schedule has {self.settings()}")
+        pending = state.get("epoch_end_pending", False)          # absent from older states
+        if not isinstance(pending, bool):
+            raise TypeError(f"{what} 'epoch_end_pending' must be True or False, got {pending!r}")
+        return {"last_epoch": check_non_negative_int(f"{what} 'last_epoch'", state["last_epoch"]),
+                "base_lr": check_real(f"{what} 'base_lr'", state["base_lr"], minimum=0.0),
+                "lr": check_real(f"{what} 'lr'", state["lr"], minimum=0.0), "epoch_end_pending": pending}
+
+    def _load_assign(self, values):
+        self.last_epoch, self.base_lr, self.optimizer.lr = values["last_epoch"], values["base_lr"], values["lr"]
+        self._pending = False
+        if values["epoch_end_pending"]:
+            self.step()
 
 
 def _rate_factor(name, value):
@@ -259,6 +256,7 @@ class SequentialLR(_Schedule):
     base_lr), otherwise the active schedule steps (recursively, from the current lr).
     The sub-schedules' own ``interval`` is ignored: this one's counts.
     """
+    _STATE_KEYS = _Schedule._STATE_KEYS + ("schedulers_last_epoch",)
 
     def __init__(self, optimizer, schedulers, milestones, *, interval="epoch"):
         if not isinstance(optimizer, Optimizer):
@@ -310,17 +308,17 @@ class SequentialLR(_Schedule):
     def _own_state(self):
         return {**super()._own_state(), "schedulers_last_epoch": [s.last_epoch for s in self.schedulers]}
 
-    def _check_own_state(self, state):
-        checked = super()._check_own_state(state)
-        epochs = state.get("schedulers_last_epoch")
+    def _load_check(self, state):
+        values = super()._load_check(state)
+        epochs = state["schedulers_last_epoch"]
         if not isinstance(epochs, (list, tuple)) or len(epochs) != len(self.schedulers):
-            raise ValueError(f"SequentialLR state needs schedulers_last_epoch, one per schedule "
-                             f"({len(self.schedulers)}), got {epochs!r}")
-        self._loaded = [check_positive_int(f"schedulers_last_epoch[{i}]", e, minimum=-1)
-                        for i, e in enumerate(epochs)]
-        return checked
+            raise ValueError(f"SequentialLR state 'schedulers_last_epoch' must list one epoch per "
+                             f"schedule ({len(self.schedulers)}), got {epochs!r}")
+        values["schedulers_last_epoch"] = [check_positive_int(f"SequentialLR state 'schedulers_last_epoch'[{i}]",
+                                                              e, minimum=-1) for i, e in enumerate(epochs)]
+        return values
 
-    def _assign(self, last_epoch, base_lr, lr):
-        super()._assign(last_epoch, base_lr, lr)
-        for scheduler, epoch in zip(self.schedulers, self._loaded):
-            scheduler.last_epoch, scheduler.base_lr = epoch, base_lr
+    def _load_assign(self, values):
+        for scheduler, epoch in zip(self.schedulers, values["schedulers_last_epoch"]):
+            scheduler.last_epoch, scheduler.base_lr = epoch, values["base_lr"]
+        super()._load_assign(values)

@@ -5,6 +5,8 @@ thing) or ``ValueError`` (right kind, wrong value) with a message that names the
 says what was expected and what was found. Internal code calls the unchecked kernels.
 """
 import numbers
+import os
+import warnings
 
 import numpy as np
 
@@ -16,8 +18,10 @@ def as_dtype(dtype):
     if dtype is None:
         raise TypeError("dtype must be 'float32' or 'float64', got None")
     try:
-        resolved = np.dtype(dtype)
-    except TypeError:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")      # NumPy's deprecation of odd names ('a')
+            resolved = np.dtype(dtype)
+    except (TypeError, ValueError, SyntaxError):  # np.dtype("01") raises SyntaxError
         raise TypeError(f"dtype must be 'float32' or 'float64', got {dtype!r}") from None
     if resolved.name not in FLOAT_DTYPES:
         raise TypeError(f"dtype must be 'float32' or 'float64', got {resolved.name!r}")
@@ -35,12 +39,26 @@ def numeric_array(name, value):
     return array
 
 
-def check_finite(name, array):
+def check_finite(name, array, advice="remove or impute them before training"):
     """Raise ValueError if ``array`` holds NaN or infinity, naming where."""
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         bad = np.argwhere(~np.isfinite(array))[0]
         raise ValueError(f"{name} contains non-finite values (first at index {tuple(bad.tolist())}); "
-                         f"remove or impute them before training")
+                         f"{advice}")
+
+
+def as_float_dtype(name, array, dtype):
+    """``array`` (finite) as a C-contiguous ``dtype`` array; values finite in their own dtype
+    that overflow ``dtype`` (1e39 given to a float32 model) raise ValueError instead of
+    silently becoming inf. One pass over the cast array, and only when narrowing."""
+    with np.errstate(over="ignore"):
+        cast = np.ascontiguousarray(array, dtype=dtype)
+    if array.dtype.kind == "f" and cast.dtype.itemsize < array.dtype.itemsize and not np.isfinite(cast).all():
+        limit = np.finfo(cast.dtype).max
+        raise ValueError(f"{name} has values up to {np.abs(array).max():.3g}, which overflow {cast.dtype} "
+                         f"(max {limit:.2g}): scale them (e.g. standardize the inputs) or use a "
+                         f"float64 model (dtype='float64')")
+    return cast
 
 
 def check_inputs(name, X, dtype, n_features=None, allow_empty=False):
@@ -60,7 +78,7 @@ def check_inputs(name, X, dtype, n_features=None, allow_empty=False):
         raise ValueError(f"{name} has {array.shape[1]} features per sample but the model expects "
                          f"{n_features}")
     check_finite(name, array)
-    return np.ascontiguousarray(array, dtype=dtype)
+    return as_float_dtype(name, array, dtype)
 
 
 def check_same_keys(what, mapping, names, hint=""):
@@ -70,6 +88,38 @@ def check_same_keys(what, mapping, names, hint=""):
     if missing or extra:
         raise ValueError(f"{what} keys do not match the model: missing {missing}, unexpected "
                          f"{extra}; expected {list(names)}{hint}")
+
+
+def check_state_keys(what, state, required, optional=(), kind=None):
+    """Raise unless ``state`` is a dict (TypeError) whose "type" is ``kind`` (if given), with
+    every ``required`` key and no key outside ``required`` and ``optional`` (ValueError naming
+    them): a state_dict() to load."""
+    if not isinstance(state, dict):
+        raise TypeError(f"{what} must be a dict from state_dict(), got {type(state).__name__}")
+    if kind is not None and state.get("type") != kind:
+        raise ValueError(f"{what} has type={state.get('type')!r}: load the state_dict() of a {kind}")
+    missing = [key for key in required if key not in state]
+    unknown = [key for key in state if key not in required and key not in optional]
+    if missing or unknown:
+        raise ValueError(f"{what} does not match: missing keys {missing}, unknown keys {unknown}; "
+                         f"load a state_dict() of the same kind of object")
+
+
+def check_state_array(name, value, shape=None, dtype=None, non_negative=False):
+    """A new array holding the saved state ``value``, of ``shape`` (None: any 1-D shape) and
+    ``dtype`` (None: its own), finite, and >= 0 if ``non_negative``; or raise naming ``name``.
+    A loaded state is never broadcast, and never brings NaN or inf into training."""
+    array = numeric_array(name, value)
+    expected = "1-D (one value per parameter)" if shape is None else tuple(shape)
+    if (array.ndim != 1) if shape is None else (array.shape != expected):
+        raise ValueError(f"{name} has shape {array.shape}, expected {expected}: a state of another model?")
+    with np.errstate(over="ignore"):
+        array = np.array(array, dtype=dtype)
+    check_finite(name, array, "the state is damaged: load one saved by a healthy run")
+    if non_negative and array.size and array.min() < 0:
+        raise ValueError(f"{name} must be >= 0 everywhere, got {array.min()} at index "
+                         f"{int(np.argmin(array))}: the state is damaged")
+    return array
 
 
 def check_positive_int(name, value, minimum=1):
@@ -84,6 +134,20 @@ def check_positive_int(name, value, minimum=1):
 def check_non_negative_int(name, value):
     """Return ``value`` as an int >= 0 (a count or an index), or raise."""
     return check_positive_int(name, value, minimum=0)
+
+
+def check_path(name, value):
+    """``value`` as a str path: a str or os.PathLike (TypeError naming ``name`` otherwise)."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a file path (str or os.PathLike), got {type(value).__name__}")
+    return os.fspath(value)
+
+
+def check_flag(name, value):
+    """``value`` as a bool: True or False (NumPy's too), not 1, "yes" or None."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+    return bool(value)
 
 
 def check_real(name, value, minimum=None, maximum=None, min_inclusive=True, max_inclusive=True):
@@ -137,13 +201,14 @@ def check_targets(name, y, shape, dtype, low=None, high=None):
             (high is not None and targets.size and targets.max() > high):
         raise ValueError(f"{name} must lie in [{low}, {high}], got values in "
                          f"[{targets.min()}, {targets.max()}]")
-    return np.ascontiguousarray(targets, dtype=dtype)
+    return as_float_dtype(name, targets, dtype)
 
 
 def per_hidden_layer(name, value, count, kinds):
     """One value for every hidden layer, or a list with one per hidden layer."""
     try:
-        values = [value] * count if isinstance(value, kinds) else list(value)
+        single = isinstance(value, kinds) or isinstance(value, (str, bytes, dict))   # checked as one value
+        values = [value] * count if single else list(value)
     except TypeError:
         raise TypeError(f"{name} must be one value or a list of {count} (one per hidden layer), "
                         f"got {value!r}") from None

@@ -33,3 +33,11 @@ def test_peers_benchmark_quick_json():
         assert all(0 < row["test_accuracy"] <= 1 and row["seconds_to_stop"] > 0 for row in digits)
     else:
         assert not digits
+    # measurement discipline: every synthetic line carries the foreign_cores guard, every ratio its range
+    for row in synthetic:
+        assert row["foreign_cores"] >= 0 and len(row["foreign_cores_per_round"]) == row["rounds"]
+        for key in [key for key in row if key.startswith("minidl_over_") or key.endswith("_over_minidl_epoch")
+                    or key == "ratio_to_gemm"]:
+            if key.endswith(("_min", "_max")) or row[key] is None:
+                continue
+            assert row[key + "_min"] <= row[key] <= row[key + "_max"], key

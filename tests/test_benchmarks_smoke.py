@@ -173,3 +173,44 @@ def test_predict_refuses_a_bad_figure_with_a_usage_error():
                 ["--dtype", "float32", "float64"]):
         result = run_scaling("--predict", "--compute-ms", "1", "--update-ms", "1", *bad)
         assert result.returncode == 2 and "Traceback" not in result.stderr, (bad, result.stderr)
+
+
+def _mpiexec():
+    import os
+    import shutil
+    return shutil.which("mpiexec", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+
+
+@pytest.mark.skipif(_mpiexec() is None, reason="needs mpiexec")
+def test_scaling_runs_minidl_and_torch_ddp_in_the_same_rounds():
+    """A tiny interleaved run: every line says its impl, minidl's 2-rank line compares its
+    efficiency with torch_ddp's of the same rounds; spreads and the foreign_cores guard are there."""
+    import importlib.util
+    has_torch = importlib.util.find_spec("torch") is not None
+    process = subprocess.run([sys.executable, str(SCALING), "--json", "--rounds", "2", "--steps", "3", "--warmup", "1",
+                              "--dtype", "float32", "--batch", "16", "--sizes", "32,16,4"],
+                             capture_output=True, text=True, timeout=180)
+    assert process.returncode == 0, process.stderr
+    rows = [json.loads(line) for line in process.stdout.splitlines()]
+    expected = [("minidl", 1, 1), ("minidl", 1, 2), ("minidl", 2, 1)]
+    if has_torch:
+        expected += [("torch_ddp", 1, 1), ("torch_ddp", 2, 1)]
+    else:
+        assert "torch is not installed: the torch_ddp peer is skipped" in process.stderr
+    assert [(row["impl"], row["ranks"], row["threads"]) for row in rows] == expected
+    for row in rows:
+        assert row["rounds"] == 2 and row["foreign_cores"] >= 0 and row["sizes"] == [32, 16, 4]
+        assert row["efficiency_min"] <= row["efficiency_max"] and row["step_ms"] > 0
+    if has_torch:
+        minidl = rows[2]
+        assert minidl["vs_torch_ddp_min"] <= minidl["vs_torch_ddp"] <= minidl["vs_torch_ddp_max"]
+        assert rows[4]["efficiency"] == pytest.approx(rows[3]["step_ms"] / rows[4]["step_ms"] / 2, abs=2e-3)
+
+
+def test_scaling_skips_torch_ddp_with_a_note_when_torch_is_absent(scaling, monkeypatch, capsys):
+    real = scaling.importlib.util.find_spec
+    monkeypatch.setattr(scaling.importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
+    monkeypatch.setattr(scaling, "launch", lambda *a, **k: pytest.fail("nothing should run"))
+    scaling.main(["--impl", "torch_ddp", "--json"])
+    captured = capsys.readouterr()
+    assert "torch is not installed: the torch_ddp peer is skipped" in captured.err and captured.out == ""

@@ -255,7 +255,7 @@ ERRORS = {
     "unknown_dataset": (["train", "--dataset", "cifar"], ["dataset must be one of", "'cifar'"]),
     "unknown_dataset_in_toml": (["train", "--config", "{dir}/dataset.toml"], ["dataset.toml", "'cifar'"]),
     "bad_hidden": (["train", "--dataset", "blobs", "--hidden", "x,y"], ["hidden"]),
-    "zero_hidden": (["train", "--dataset", "blobs", "--hidden", "0"], ["layer sizes must be >= 1"]),
+    "zero_hidden": (["train", "--dataset", "blobs", "--hidden", "0"], ["--hidden must be >= 1"]),
     "bad_toml": (["train", "--config", "{dir}/bad.toml"], ["not valid TOML"]),
     "unknown_toml_key": (["train", "--config", "{dir}/unknown.toml"], ["unknown option(s) colour"]),
     "wrong_type_in_toml": (["train", "--config", "{dir}/type.toml"], ["epochs = 'two'"]),
@@ -637,7 +637,7 @@ def test_lr_warmup_then_cosine_is_a_sequential_lr_over_the_remaining_epochs():
 @pytest.mark.parametrize("values, fragment", [
     (dict(lr_schedule="step", lr_step_size=0), "step_size"),
     (dict(lr_schedule="cosine", epochs=3, lr_warmup_epochs=3), "T_max"),
-    (dict(lr_warmup_epochs=-1), "lr-warmup-epochs"),
+    (dict(lr_warmup_epochs=-1), "lr.warmup.epochs"),
     (dict(lr_warmup_epochs=2, lr_warmup_start_factor=0.0), "start_factor"),
 ])
 def test_bad_lr_schedule_options_are_usage_errors_naming_them(values, fragment):
@@ -648,7 +648,7 @@ def test_bad_lr_schedule_options_are_usage_errors_naming_them(values, fragment):
 
 
 def test_an_unknown_lr_schedule_is_a_usage_error(tmp_path):
-    assert_usage_error(cli("train", "--lr-schedule", "cyclic", "--output", tmp_path / "r"), "lr_schedule")
+    assert_usage_error(cli("train", "--lr-schedule", "cyclic", "--output", tmp_path / "r"), "--lr-schedule")
 
 
 def test_lr_schedule_flags_train_and_resume_exactly(tmp_path):

@@ -66,8 +66,8 @@ def test_ranks_calling_different_collectives_raise_at_once(rank_one_call):
 
     started = time.perf_counter()
     with pytest.raises(CollectiveMismatch, match="ranks called different collectives"):
-        run_simulated(2, rank, timeout=30)
-    assert time.perf_counter() - started < 5
+        run_simulated(2, rank, timeout=300)
+    assert time.perf_counter() - started < 60       # at once, not at the timeout (loose: a busy machine)
 
 
 def test_a_rank_that_skips_a_collective_is_detected_when_it_returns():
@@ -77,8 +77,8 @@ def test_a_rank_that_skips_a_collective_is_detected_when_it_returns():
 
     started = time.perf_counter()
     with pytest.raises(CollectiveMismatch, match="returned while ranks"):
-        run_simulated(3, rank, timeout=30)
-    assert time.perf_counter() - started < 5
+        run_simulated(3, rank, timeout=300)
+    assert time.perf_counter() - started < 60       # at once, not at the timeout (loose: a busy machine)
 
 
 def test_a_collective_that_a_rank_never_reaches_times_out():
@@ -90,7 +90,7 @@ def test_a_collective_that_a_rank_never_reaches_times_out():
     started = time.perf_counter()
     with pytest.raises(CollectiveTimeout, match="timed out after 0.2 s"):
         run_simulated(2, rank, timeout=0.2)
-    assert time.perf_counter() - started < 5
+    assert time.perf_counter() - started < 60
 
 
 def test_the_first_exception_stops_the_other_ranks_and_is_reraised():
@@ -102,8 +102,8 @@ def test_the_first_exception_stops_the_other_ranks_and_is_reraised():
 
     started = time.perf_counter()
     with pytest.raises(KeyError, match="boom on rank 2"):
-        run_simulated(3, rank, timeout=30)
-    assert time.perf_counter() - started < 5
+        run_simulated(3, rank, timeout=300)
+    assert time.perf_counter() - started < 60       # at once, not at the timeout (loose: a busy machine)
 
 
 def test_run_simulated_checks_its_size():

@@ -330,7 +330,7 @@ def test_mnist_from_an_npz(tmp_path):
     (dict(x_train=np.zeros(3), y_train=np.zeros(3), x_test=np.zeros((1, 2, 2)), y_test=np.zeros(1)),
      "at least 2-D"),
     (dict(x_train=np.array([None, 1], dtype=object), y_train=np.zeros(2), x_test=np.zeros((1, 2, 2)),
-          y_test=np.zeros(1)), "not a usable mnist .npz"),
+          y_test=np.zeros(1)), "not a readable mnist .npz: entry .x_train. is an object array"),
 ])
 def test_bad_npz_is_a_data_error(tmp_path, arrays, match):
     os.makedirs(tmp_path / "d")

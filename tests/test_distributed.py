@@ -262,8 +262,8 @@ def test_a_failing_rank_ends_every_rank_promptly():
     started = time.perf_counter()
     with pytest.raises(RuntimeError, match="injected failure on rank 1 at step 3"):
         run_simulated(3, lambda comm: train(comm, X, y, epochs=5, batch_size=4,
-                                            callbacks=[FailureInjection(rank=1, step=3)]))
-    assert time.perf_counter() - started < 5
+                                            callbacks=[FailureInjection(rank=1, step=3)]), timeout=300)
+    assert time.perf_counter() - started < 60       # at once, not at the timeout (loose: a busy machine)
 
 
 def ordinary_type(error):

@@ -156,11 +156,13 @@ def test_a_checkpoint_from_two_ranks_resumes_on_three(tmp_path, path):
 def test_scaling_benchmark_keeps_its_json_contract():
     """A tiny run of benchmarks/scaling.py (it launches mpiexec itself); no timing checks."""
     command = [sys.executable, str(REPO / "benchmarks" / "scaling.py"), "--json", "--rounds", "1",
-               "--steps", "3", "--warmup", "1", "--dtype", "float32", "--batch", "64", "--momentum", "0"]
+               "--steps", "3", "--warmup", "1", "--dtype", "float32", "--batch", "64", "--momentum", "0",
+               "--impl", "minidl"]                 # the PyTorch DDP rows: tests/test_benchmarks_smoke.py
     process = subprocess.run(command, capture_output=True, text=True, timeout=120)
     succeeded(process)
     rows = [json.loads(line) for line in process.stdout.splitlines()]
     assert [(row["ranks"], row["threads"]) for row in rows] == [(1, 1), (1, 2), (2, 1)]
+    assert {row["impl"] for row in rows} == {"minidl"}
     assert {row["momentum"] for row in rows} == {0.0}
     for row in rows:
         assert {"dtype", "batch", "ranks", "step_ms", "speedup", "efficiency", "allreduce_share",
