@@ -28,6 +28,30 @@ NOT_NUMBERS = st.sampled_from([None, "3", "abc", ["x"], {"a": 1}, 1 + 2j, object
 NON_FINITE = st.sampled_from([math.nan, -math.nan, math.inf, -math.inf, np.float64("nan")])
 
 
+def _valid_names():
+    """Every name some choice argument accepts: a generated 'bad' name must be none of them."""
+    from minidl.data import DATASETS
+    from minidl.layers import ACTIVATIONS
+    from minidl.losses import ALIASES, LOSSES
+    from minidl.model import INIT_CHOICES
+    from minidl.parallel import SYNC_MODES
+    return {*DATASETS, *ACTIVATIONS, *LOSSES, *ALIASES, *INIT_CHOICES, *SYNC_MODES, "auto", "min", "max",
+            "val_loss"}
+
+
+VALID_NAMES = _valid_names()
+
+
+def _a_valid_name(text):
+    """Whether some choice argument accepts ``text``: a listed name or a float32/64 dtype spelling."""
+    if text in VALID_NAMES:
+        return True
+    try:
+        return np.dtype(text).name in ("float32", "float64")
+    except Exception:        # np.dtype raises TypeError, ValueError, even SyntaxError
+        return False
+
+
 def _bad(kind):
     """A strategy of values that are bad for an argument of ``kind``."""
     ints = {
@@ -48,7 +72,7 @@ def _bad(kind):
     if kind in reals:
         return st.one_of(reals[kind].filter(math.isfinite), NOT_NUMBERS, NON_FINITE)
     if kind == "choice":
-        return st.one_of(st.text(max_size=6).filter(lambda t: t not in ("auto", "min", "max", "val_loss")),
+        return st.one_of(st.text(max_size=6).filter(lambda t: not _a_valid_name(t)),
                          st.integers(), NOT_NUMBERS.filter(lambda v: not isinstance(v, str)))
     if kind == "name":                      # a non-empty string
         return st.one_of(st.just(""), st.integers(), NOT_NUMBERS.filter(lambda v: not isinstance(v, str)))
