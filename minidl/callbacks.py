@@ -19,7 +19,10 @@ one with ``settings()`` (a JSON-like dict) has them compared across ranks at sta
 Stop reasons: the monitor's patience / stopping_threshold / divergence_threshold /
 non_finite, and the trainer's max_epochs, interrupted (SIGINT/SIGTERM) and external.
 """
+import contextlib
 import reprlib
+import signal
+import threading
 
 from . import monitor
 from .checkpoint import History
@@ -210,3 +213,24 @@ class ModelCheckpoint(Callback):
 
     def _load_assign(self, values):
         self._best._load_assign(values)
+
+
+@contextlib.contextmanager
+def catch_interrupts(run):
+    """SIGINT/SIGTERM set run.interrupted (an agreed stop at the next step); a second Ctrl-C
+    raises KeyboardInterrupt at once. Only the main thread can install handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        if run.interrupted and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        run.interrupted = True
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

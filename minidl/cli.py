@@ -1,51 +1,34 @@
 """The `minidl` command line: train | evaluate | predict | plot | gradcheck | golden.
 
+Here: the parsers, `train` and `main`; the other commands are minidl.commands', the exit
+codes and the one-line messages minidl.errors'.
+
 Every training option is a flag and a key of a TOML config file (--config; flags override
 the file, the file overrides the defaults); the options, their layering and what they build
 are minidl.config's. Every failure ends with one line on stderr, never a traceback; the exit
 codes (EXIT_CODES, also in `minidl --help`) say which kind it was.
 """
 import argparse
-import errno
-import json
 import math
 import os
 import sys
 import textwrap
 
-import numpy as np
-
 from . import rundir
 from .comm import resolve_comm
-from .config import (SECTIONS, RunFiles, UsageError, _ints, _names, build_callbacks, build_dataset,
-                     build_model, build_optimizer, check_options_not_in_use,
-                     check_resume_config, default_config, merge_config, prepare_output, resolve_config)
+from .config import (SECTIONS, RunFiles, UsageError, build_callbacks, build_dataset, build_model,
+                     build_optimizer, check_options_not_in_use, check_resume_config, merge_config,
+                     prepare_output, resolve_config)
 from .config import DEFAULT_LR, OPTIONS, RESUME_MAY_CHANGE, TRAIN_OPTIONS, Option  # noqa: F401  (scripts import them from here)
 from .data import DATASETS
+from .commands import cmd_evaluate, cmd_golden, cmd_gradcheck, cmd_plot, cmd_predict
+from .errors import EXIT_CODES, EXIT_INTERRUPTED, EXIT_USAGE, REPORTED, exit_code_and_line
 from .loop import evaluate, fit
 from .losses import LOSSES
-from .model import MLP
 from .mpi import launched_by_mpi, launcher_rank, set_blas_threads
 from .optim import OPTIMIZERS
 from .parallel import CollectiveError, FailureInjection, collectively, from_rank_zero_if_missing, on_rank_zero
-from .preflight import check_free_space, file_in_the_way
-
-EXIT_CHECK_FAILED = 1
-EXIT_USAGE = 2
-EXIT_SYSTEM = 3
-EXIT_INTERRUPTED = 130
-EXIT_CODES = {              # code -> meaning, as `minidl --help` and README.md list them
-    0: "success",
-    EXIT_CHECK_FAILED: "a check failed: gradcheck's tolerance or golden check's comparison",
-    EXIT_USAGE: "bad input: an argument, a data or model file (missing, damaged, of the wrong kind) "
-                "or a path that cannot be used (read-only, a file where a folder belongs); nothing "
-                "was trained",
-    EXIT_SYSTEM: "the system failed during the run (disk full, I/O error): files written before "
-                 "stay intact, the message says what to do",
-    124: "a collective waited longer than --collective-timeout (MPI); every rank stopped",
-    EXIT_INTERRUPTED: "interrupted (Ctrl-C, SIGTERM); the state is saved, --resume continues",
-}
-SYSTEM_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG}   # not the user's path: the machine's
+from .preflight import check_free_space
 
 
 def _add_train_flags(parser):
@@ -297,119 +280,6 @@ def _summary_line(summary, config):
     return "minidl: " + " | ".join(parts)
 
 
-# --------------------------------------------------------------------------- other commands
-def cmd_evaluate(args):
-    """Print the metrics of a saved model on a split of its run's dataset (or --dataset)."""
-    model = rundir.load_model(args.model)
-    run_dir = args.model if os.path.isdir(args.model) else os.path.dirname(args.model)
-    config_path = os.path.join(run_dir, rundir.CONFIG)
-    config = default_config()      # for what the run's config.toml does not say (a lone checkpoint has none)
-    if os.path.exists(config_path):
-        config.update(rundir.read_toml(config_path))
-    config.update({key: getattr(args, key) for key in ("dataset", "data_dir") if getattr(args, key)})
-    name = config["dataset"]
-    dataset = build_dataset(config)
-    if model.in_features != dataset.n_features or model.out_features != dataset.n_outputs:
-        raise UsageError(f"the model maps {model.in_features} -> {model.out_features}, {name} needs "
-                         f"{dataset.n_features} -> {dataset.n_outputs}")
-    X, y = dataset.split(args.split)
-    metrics = evaluate(model, X, y, config["loss"] or dataset.loss)
-    result = {"dataset": name, "split": args.split, "samples": len(X), **metrics}
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print(f"{name} {args.split} ({len(X)} samples): " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-    return 0
-
-
-def cmd_predict(args):
-    """Predict classes or probabilities for the rows of --input with a saved model."""
-    from .predict import predict_file
-    predict_file(args.model, args.input, args.output, args.proba)
-    return 0
-
-
-def cmd_plot(args):
-    """Write the curves of a history file (json or csv) to PNG; never replaces a PNG unless told."""
-    from .plot import plot_history, read_run_history
-    path = args.history
-    if os.path.isdir(path):
-        path = os.path.join(path, rundir.HISTORY_JSON)
-    if not os.path.exists(path):
-        raise UsageError(f"no history file at {path}")
-    try:
-        records, facts = read_run_history(path)
-    except ValueError as error:
-        raise UsageError(f"{path} is not a minidl history file: {error}") from None
-    output = args.output or os.path.join(os.path.dirname(path) or ".", rundir.CURVES)
-    if os.path.exists(output) and not (args.output or args.overwrite):
-        raise UsageError(f"{output} exists (the run's own plot): write elsewhere with -o FILE, "
-                         f"or replace it with --overwrite")
-    plot_history(records, output, **facts)
-    print(f"wrote {output}")
-    return 0
-
-
-def _sizes(text):
-    """--sizes of gradcheck and golden write: at least two positive ints, input to output."""
-    try:
-        sizes = _ints(text)
-    except ValueError:
-        sizes = []
-    if len(sizes) < 2 or min(sizes) < 1:
-        raise UsageError(f"--sizes must be two or more comma-separated positive integers (input, "
-                         f"hidden..., output widths), got {text!r}")
-    return sizes
-
-
-def cmd_gradcheck(args):
-    """Check backprop against finite differences on a random model and batch; 1 when it fails."""
-    from .gradcheck import check_gradients
-    sizes = _sizes(args.sizes)
-    if not (math.isfinite(args.tolerance) and args.tolerance >= 0):
-        raise UsageError(f"--tolerance must be a finite number >= 0, got {args.tolerance}")
-    if args.batch_size < 1:
-        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
-    model = MLP(sizes, activation=_names(args.activation), seed=args.seed)
-    rng = np.random.default_rng(args.seed)
-    X = rng.standard_normal((args.batch_size, sizes[0]))
-    if args.loss == "cross_entropy":
-        y = rng.integers(0, sizes[-1], args.batch_size)
-    elif args.loss == "binary_cross_entropy":
-        y = rng.random((args.batch_size, sizes[-1]))
-    else:
-        y = rng.standard_normal((args.batch_size, sizes[-1]))
-    report = check_gradients(model, X, y, args.loss, eps=args.eps)
-    print(report)
-    verdict = "ok" if report.ok(args.tolerance) else "FAILED"
-    print(f"max relative error {report.max_error:.3e} (tolerance {args.tolerance:.0e}): {verdict}")
-    return 0 if report.ok(args.tolerance) else 1
-
-
-def cmd_golden(args):
-    """Write a golden file, or check this minidl against one (1 on mismatch)."""
-    from .golden import check_golden, write_golden
-    if args.golden_command == "check":
-        if not os.path.exists(args.path):
-            raise UsageError(f"no golden file at {args.path}")
-        report = check_golden(args.path, rtol=args.rtol)
-        print(report)
-        return 0 if report.ok else 1
-    try:
-        slopes = [float(item) for item in args.negative_slope.split(",")]
-        optimizer_args = json.loads(args.optimizer_args or "{}")
-    except ValueError as error:
-        raise UsageError(f"--negative-slope / --optimizer-args: {error}") from None
-    optimizer = None
-    if args.optimizer or args.optimizer_args:
-        optimizer = (args.optimizer or "sgd", optimizer_args)
-    write_golden(args.path, sizes=_sizes(args.sizes), activation=_names(args.activation),
-                 negative_slope=slopes[0] if len(slopes) == 1 else slopes, loss=args.loss, seed=args.seed,
-                 batch=args.batch_size, trajectory_steps=args.trajectory_steps, optimizer=optimizer)
-    print(f"wrote {args.path}")
-    return 0
-
-
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "plot": cmd_plot, "gradcheck": cmd_gradcheck,
             "golden": cmd_golden}
 
@@ -424,26 +294,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE)
 
 
-def describe_os_error(error):
-    """One line for an OSError: the path, the reason, and for a full disk what to do."""
-    where = error.filename if error.filename is not None else "a file"
-    if error.filename2 is not None:
-        where = f"{where} -> {error.filename2}"
-    reason = error.strerror or str(error)
-    blocking = error.filename and error.errno in (errno.EEXIST, errno.ENOTDIR) and file_in_the_way(error.filename)
-    if blocking:
-        reason = f"{blocking} is a file where a folder is needed"
-    notes = getattr(error, "__notes__", None) or (
-        ["files written before are intact; free space and try again"] if error.errno in SYSTEM_ERRNOS else [])
-    return "; ".join([f"{where}: {reason}"] + notes)
-
-
 def main(argv=None):
-    """Run a command; every failure becomes one line on stderr and an exit code of EXIT_CODES.
-
-    Bad arguments, data and files (ValueError, TypeError, an OSError of a path the user gave,
-    MemoryError from sizes asked for) exit 2; a full disk or I/O error during the run exits 3.
-    Under mpiexec an error that every rank raised together (start-up validation is collective)
+    """Run a command; every failure becomes one line on stderr and an exit code of EXIT_CODES
+    (minidl.errors says which). Under mpiexec an error that every rank raised together (start-up validation is collective)
     is printed once, by rank 0; any other error propagates, so the abort hook ends the whole
     job with its traceback instead of leaving the other ranks waiting. Set MINIDL_DEBUG=1 to
     see the traceback.
@@ -451,16 +304,11 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (ValueError, TypeError, OSError, MemoryError) as error:
+    except REPORTED as error:
         distributed = launched_by_mpi() is not None
         if os.environ.get("MINIDL_DEBUG") or (distributed and not isinstance(error, CollectiveError)):
             raise
-        code, line = EXIT_USAGE, str(error)
-        if isinstance(error, OSError):
-            code = EXIT_SYSTEM if error.errno in SYSTEM_ERRNOS else EXIT_USAGE
-            line = describe_os_error(error)
-        elif isinstance(error, MemoryError):
-            line = f"out of memory ({error or 'an allocation failed'}): ask for smaller sizes"
+        code, line = exit_code_and_line(error)
         if launcher_rank() == 0:
             print(f"minidl: error: {line}", file=sys.stderr)
         return code

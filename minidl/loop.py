@@ -13,18 +13,15 @@ share of each global batch, so the global batches are the same for any number of
 Callbacks (EarlyStopping, Checkpoint, a progress bar, yours) are objects with any of the
 hooks listed in minidl/callbacks.py; each hook gets the ``Run`` described there.
 """
-import contextlib
 import functools
 import math
-import signal
-import threading
 import time
 import zlib
 
 import numpy as np
 
 from . import monitor
-from .callbacks import HOOKS, STOP_REASONS, Run, check_callbacks, hook_method
+from .callbacks import HOOKS, STOP_REASONS, Run, catch_interrupts, check_callbacks, hook_method
 from .checkpoint import Checkpoint, load_checkpoint, load_training_state, training_state
 from .comm import resolve_comm
 from .losses import LOSSES, check_loss_targets, loss_kernel, resolve_loss
@@ -59,7 +56,7 @@ class Trainer:
         self.sync.start()                                               # where gradients are summed
         self._stats_startup = self.comm.stats.since(stats_before)
         self._stats_loop = self.comm.stats.snapshot()
-        with _catch_interrupts(run):
+        with catch_interrupts(run):
             while run.epoch < self.epochs and run.stop_reason is None:
                 order = np.random.default_rng([self.seed, run.epoch]).permutation(len(self.X))
                 while run.batch < self.batches_per_epoch and run.stop_reason is None:
@@ -202,9 +199,8 @@ class Trainer:
 
     def fingerprint(self):
         """What every rank must agree on before training (parallel.fingerprint)."""
-        arrays = (self.X, self.y) + (() if self.validation is None else tuple(self.validation))
         return fingerprint({**self.config, "epochs": self.epochs}, self.model, self.optimizer,
-                           self.run.callbacks, arrays)
+                           self.run.callbacks, self.data_checksums)
 
     # ------------------------------------------------------------------ set-up
     def __init__(self, model, loss, optimizer, X, y, *, epochs, batch_size, validation_data=None,
@@ -318,7 +314,8 @@ def fit(model, loss, optimizer, X, y, *, epochs, batch_size, validation_data=Non
     trainer = collectively(comm, lambda: Trainer(
         model, loss, optimizer, X, y, epochs=epochs, batch_size=batch_size,
         validation_data=validation_data, validation_split=validation_split,
-        callbacks=_with_progress(callbacks, verbose, epochs, comm.rank), seed=seed, check_every_steps=check_every_steps, comm=comm, sync=sync,
+        callbacks=_with_progress(callbacks, verbose, epochs, comm.rank), seed=seed,
+        check_every_steps=check_every_steps, comm=comm, sync=sync,
         sync_every=sync_every, check_replicas=check_replicas, checkpoint=checkpoint,
         collective_timeout=collective_timeout))
     return trainer.fit(resume, stats_before)
@@ -393,24 +390,3 @@ def _with_progress(callbacks, verbose, epochs, rank):
     if progress is not None and not any(isinstance(callback, ProgressBar) for callback in callbacks):
         callbacks.append(progress)
     return callbacks
-
-
-@contextlib.contextmanager
-def _catch_interrupts(run):
-    """SIGINT/SIGTERM set run.interrupted (an agreed stop at the next step); a second Ctrl-C
-    raises KeyboardInterrupt at once. Only the main thread can install handlers."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        if run.interrupted and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        run.interrupted = True
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)

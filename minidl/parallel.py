@@ -17,7 +17,6 @@ pieces below, and with one process (SerialComm) every collective is the identity
 Every function here is collective: all ranks call it, in the same order.
 """
 import hashlib
-import zlib
 
 import numpy as np
 
@@ -286,13 +285,13 @@ def check_agreement(comm, metrics, check):
                                              f"training stops")
 
 
-def fingerprint(fit_config, model, optimizer, callbacks, arrays):
+def fingerprint(fit_config, model, optimizer, callbacks, data_checksums):
     """What all ranks must agree on before training; compared by ``check_same``.
 
     Callbacks enter by type and, when they have a ``settings()`` method (EarlyStopping,
     ReduceLROnPlateau, FailureInjection), by their settings. The model's init seed is left
     out on purpose: every rank starts from rank 0's broadcast weights. The data enter as
-    CRC-32 checksums.
+    their CRC-32 checksums (``Trainer.data_checksums``, the ones checkpoints keep).
     """
     architecture = model.config()
     del architecture["seed"]
@@ -302,7 +301,7 @@ def fingerprint(fit_config, model, optimizer, callbacks, arrays):
             "callbacks": [type(callback).__name__ for callback in callbacks],
             **{f"callbacks[{index}].{name}": value for index, callback in enumerate(callbacks)
                if hasattr(callback, "settings") for name, value in callback.settings().items()},
-            "data_crc32": [zlib.crc32(array) for array in arrays]}
+            "data_crc32": data_checksums}
 
 
 def rounding_environment(comm):

@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -35,15 +36,19 @@ def minidl(*args, cwd, mount=None, timeout=180):
     return done
 
 
-def mounts_work(tmp_path):
-    """Whether this machine lets the test mount a tmpfs in a private namespace."""
+def _why_no_private_mounts():
+    """None when this machine lets a test mount a tmpfs in a private namespace (`unshare -rm`,
+    root or user namespaces), else why not: the read-only and full-disk cases need it."""
     if shutil.which("unshare") is None:
         return "no unshare command"
-    folder = tmp_path / "probe"
-    folder.mkdir()
-    done = subprocess.run(["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o size=64k tmpfs {folder}"],
-                          capture_output=True, text=True)
+    with tempfile.TemporaryDirectory() as folder:
+        done = subprocess.run(["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o size=64k tmpfs {folder}"],
+                              capture_output=True, text=True)
     return None if done.returncode == 0 else f"no private tmpfs mounts here: {done.stderr.strip()}"
+
+
+WHY_NO_MOUNTS = _why_no_private_mounts()
+needs_mounts = pytest.mark.skipif(WHY_NO_MOUNTS is not None, reason=str(WHY_NO_MOUNTS))
 
 
 def assert_one_line(done, code, phrase):
@@ -172,14 +177,12 @@ def test_bad_input_is_one_line(tmp_path, case, arguments, code, phrase):
     assert_one_line(done, code, phrase)
 
 
+@needs_mounts
 @pytest.mark.parametrize("command", [["train", *QUICK, "--output", "{ro}/run"],
                                      ["plot", "{history}", "-o", "{ro}/c.png"],
                                      ["golden", "write", "{ro}/g.npz"]],
                          ids=["train", "plot", "golden"])
 def test_a_read_only_place_is_one_line(run_dir, tmp_path, command):
-    reason = mounts_work(tmp_path)
-    if reason:
-        pytest.skip(reason)
     place = tmp_path / "ro"
     place.mkdir()
     arguments = [part.format(ro=place, history=run_dir / "history.json") for part in command]
@@ -187,26 +190,22 @@ def test_a_read_only_place_is_one_line(run_dir, tmp_path, command):
     assert_one_line(done, 2, "read-only file system")
 
 
+@needs_mounts
 def test_a_disk_too_full_for_one_checkpoint_is_refused_at_start_up(tmp_path):
-    reason = mounts_work(tmp_path)
-    if reason:
-        pytest.skip(reason)
     place = tmp_path / "tiny"
     place.mkdir()
     done = minidl("train", *DIGITS_QUICK, "--output", place / "run", cwd=tmp_path, mount=(place, "size=64k"))
     assert_one_line(done, 2, "a checkpoint needs")
 
 
+@needs_mounts
 def test_a_full_disk_mid_run_keeps_the_last_checkpoint_and_says_so(tmp_path):
     """The digits run's checkpoint (~240 kB) fits once in a 400 kB tmpfs, not twice: the second
     checkpoint's write fails with ENOSPC after an epoch of work. Exit 3, one line naming the
     intact checkpoint and the resume command, the checkpoint loads, no temp file is left."""
-    reason = mounts_work(tmp_path)
-    if reason:
-        pytest.skip(reason)
     place = tmp_path / "small"
     place.mkdir()
-    script = ("import sys, runpy; from minidl.cli import main; code = main(sys.argv[1:]); "
+    script = ("import sys; from minidl.cli import main; code = main(sys.argv[1:]); "
               "from minidl.checkpoint import load_checkpoint; import os; "
               "run = sys.argv[sys.argv.index('--output') + 1]; "
               "load_checkpoint(os.path.join(run, 'checkpoint.npz')); "
