@@ -22,6 +22,18 @@ float64 at global batch 128 and 512 it reports
     gemm_efficiency    gemm_ms(1 rank x 1 thread) / (cores used x gemm_ms): how well the
                        machine itself runs the step's matrix products on 2 cores at this moment,
                        the ceiling for efficiency; efficiency_of_ceiling = efficiency / it
+    update_ms          the optimizer update inside fit()'s step (every rank updates all the
+                       parameters; an SGD subclass times its step())
+    compute_efficiency 2 ranks: the efficiency of what is left of the step without the update
+                       and the allreduce (gather, forward, loss, backward, waiting for the
+                       slower rank), the part that the ranks split: (step_ms - update_ms) of
+                       1 x 1 / (ranks x (step_ms - update_ms - allreduce_ms))
+    zero1_bound        2 ranks: the efficiency if each rank updated only its 1/N of the
+                       parameters (ZeRO-1) and the allreduce took no time, i.e. step_ms of 1 x 1
+                       / (ranks x (step_ms - update_ms - allreduce_ms + update_ms of 1 x 1 /
+                       ranks)): more than any sharded update could reach on this machine, which
+                       still moves the gradient (a reduce-scatter) and the parameters (an
+                       allgather)
     vs_threads         2 ranks: step_ms(1 rank x 2 threads) / step_ms (> 1: MPI beats threads)
     foreign_cores      cores busy with OTHER work (other processes, hypervisor steal) while
                        this configuration ran, averaged over the run (Linux /proc/stat): well
@@ -218,11 +230,13 @@ def worker(args):
     set_blas_threads(args.threads, comm)
     for dtype in args.dtype:
         for batch in args.batch:
-            seconds, model, _ = train_steps(comm, dtype, batch, args.warmup, args.steps, args.momentum,
-                                            args.sizes)
+            seconds, model, optimizer = train_steps(comm, dtype, batch, args.warmup, args.steps,
+                                                    args.momentum, args.sizes, TimedSGD)
+            update = optimizer.seconds[-len(seconds):]             # the update inside each timed step
             result = {"impl": "minidl", "dtype": dtype, "batch": batch, "ranks": comm.size, "threads": args.threads,
                       "momentum": args.momentum,
                       "step_ms": 1e3 * float(np.median(seconds)),
+                      "update_ms": 1e3 * float(np.median(update)),
                       "gemm_ms": 1e3 * float(np.median(bare_gemms(comm, model, batch, args.warmup,
                                                                   args.steps)))}
             if comm.size > 1:
@@ -276,7 +290,11 @@ def ddp_worker(args):
                                   "threads": args.threads, "momentum": args.momentum,
                                   "step_ms": 1e3 * float(np.median(np.diff(stamps)[args.warmup - 1:])),
                                   "torch": torch.__version__}), flush=True)
+            del net, optimizer                   # DDP's reducer goes before its process group
     if size > 1:
+        # both ranks done before the group goes: a rank that tears gloo down while the other
+        # still talks to it can die in C++ ("terminate called without an active exception")
+        dist.barrier()
         dist.destroy_process_group()
 
 
@@ -365,12 +383,15 @@ def summarize(rounds):
                 "gemm_ms": None, "gemm_efficiency": None, "efficiency_of_ceiling": None,
                 "allreduce_share": None, "allreduce_vs_bare": None, "allreduce_vs_cold_bare": None,
                 "vs_threads": None, "allreduce_ms": None, "bare_ms": None, "bare_cold_ms": None,
-                "wait_ms": None, "vs_torch_ddp": None, "vs_torch_ddp_min": None, "vs_torch_ddp_max": None,
+                "wait_ms": None, "update_ms": None, "compute_efficiency": None, "zero1_bound": None,
+                "vs_torch_ddp": None, "vs_torch_ddp_min": None, "vs_torch_ddp_max": None,
                 "foreign_cores": round(times["foreign_cores"], 2)}
         if "gemm_ms" in times:
             gemm_efficiency = base["gemm_ms"] / (cores * times["gemm_ms"])
             line.update({"gemm_ms": round(times["gemm_ms"], 4), "gemm_efficiency": round(gemm_efficiency, 3),
                          "efficiency_of_ceiling": round(speedup / cores / gemm_efficiency, 3)})
+        if "update_ms" in times:
+            line["update_ms"] = round(times["update_ms"], 4)
         threaded = median.get((impl, dtype, batch, 1, 2))
         if ranks > 1 and threaded is not None:
             line["vs_threads"] = round(threaded["step_ms"] / times["step_ms"], 3)
@@ -382,6 +403,12 @@ def summarize(rounds):
                          "wait_ms": round(times["wait_ms"], 4),
                          "bare_ms": round(times["bare_ms"], 4),
                          "bare_cold_ms": round(times["bare_cold_ms"], 4)})
+            # what is left of the step without the update and the allreduce: the part that splits
+            rest, rest_1 = (times["step_ms"] - times["update_ms"] - times["allreduce_ms"],
+                            base["step_ms"] - base["update_ms"])
+            if rest > 0:                                    # (from medians of two runs: a tiny
+                line.update({"compute_efficiency": round(rest_1 / (cores * rest), 3),   # run may not be)
+                             "zero1_bound": round(base["step_ms"] / (cores * (rest + base["update_ms"] / cores)), 3)})
         peer = ("torch_ddp", dtype, batch, ranks, threads)
         ratios = [effs[(impl, dtype, batch, ranks, threads)] / effs[peer] for effs in per_round
                   if impl == "minidl" and ranks > 1 and peer in effs and (impl,) + peer[1:] in effs]
@@ -531,7 +558,7 @@ def run_predict(args):
 
 SUMMARY_COLUMNS = ("impl", "dtype", "batch", "ranks", "threads", "step_ms", "efficiency", "efficiency_min",
                    "efficiency_max", "vs_torch_ddp", "vs_torch_ddp_min", "vs_torch_ddp_max", "gemm_efficiency",
-                   "efficiency_of_ceiling", "allreduce_share", "allreduce_vs_bare",
+                   "efficiency_of_ceiling", "compute_efficiency", "zero1_bound", "allreduce_share", "allreduce_vs_bare",
                    "allreduce_vs_cold_bare", "wait_ms", "vs_threads", "foreign_cores")
 
 

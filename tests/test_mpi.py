@@ -177,3 +177,11 @@ def test_scaling_benchmark_keeps_its_json_contract():
         assert (efficiency - half) / (ceiling + half) - half <= row["efficiency_of_ceiling"] \
             <= (efficiency + half) / (ceiling - half) + half
     assert rows[2]["wait_ms"] >= 0
+    one, two = rows[0], rows[2]                        # the update inside fit's step, and the bounds
+    assert all(row["update_ms"] > 0 for row in rows)
+    rest = two["step_ms"] - two["update_ms"] - two["allreduce_ms"]
+    if rest > 0:
+        assert two["compute_efficiency"] == pytest.approx((one["step_ms"] - one["update_ms"]) / (2 * rest),
+                                                          rel=0.01, abs=2e-3)
+        assert two["zero1_bound"] == pytest.approx(one["step_ms"] / (2 * (rest + one["update_ms"] / 2)),
+                                                   rel=0.01, abs=2e-3)
