@@ -406,8 +406,9 @@ def summarize(rounds):
             # what is left of the step without the update and the allreduce: the part that splits
             rest, rest_1 = (times["step_ms"] - times["update_ms"] - times["allreduce_ms"],
                             base["step_ms"] - base["update_ms"])
-            if rest > 0:                                    # (from medians of two runs: a tiny
-                line.update({"compute_efficiency": round(rest_1 / (cores * rest), 3),   # run may not be)
+            # rest comes from the medians of two runs, so a run of a few steps may leave none
+            if rest > 0:
+                line.update({"compute_efficiency": round(rest_1 / (cores * rest), 3),
                              "zero1_bound": round(base["step_ms"] / (cores * (rest + base["update_ms"] / cores)), 3)})
         peer = ("torch_ddp", dtype, batch, ranks, threads)
         ratios = [effs[(impl, dtype, batch, ranks, threads)] / effs[peer] for effs in per_round
