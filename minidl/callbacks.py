@@ -26,6 +26,7 @@ import threading
 
 from . import monitor
 from .checkpoint import History
+from .validation import check_flag
 
 HOOKS = ("on_train_begin", "on_step_end", "on_check", "on_check_end", "on_epoch_end", "on_stop",
          "on_train_end")
@@ -173,9 +174,7 @@ class ModelCheckpoint(Callback):
         except (KeyError, IndexError, ValueError) as error:
             raise ValueError(f"path {self.path!r} may only contain {{epoch}} and {{check}} fields: "
                              f"{error!r}") from None
-        if not isinstance(save_best_only, bool):
-            raise TypeError(f"save_best_only must be True or False, got {save_best_only!r}")
-        self.save_best_only = save_best_only
+        self.save_best_only = check_flag("save_best_only", save_best_only)
         self._best = _Best(monitor, mode, min_delta, patience=0)
         self.monitor = monitor if save_best_only else None          # what fit checks it produces
         self.mode = self._best.mode

@@ -28,6 +28,7 @@ import numpy as np
 from .files import atomic_write, read_npz
 from .monitor import STOP_REASONS as MONITOR_REASONS
 from .parallel import allreduce_scalars, rounding_environment
+from .validation import check_layer_flags, check_non_negative_int, check_real, check_state_array
 
 FORMAT = "minidl-checkpoint"
 FORMAT_VERSION = 1
@@ -167,8 +168,7 @@ def _check_training_state(trainer, arrays, meta):
     """Validate a checkpoint's state against this run and return the function that assigns
     it. Nothing changes here, except the states of callbacks that have only their own
     load_state_dict (yours, maybe): those are loaded here, after minidl's parts were checked."""
-    from .callbacks import STOP_REASONS
-    from .validation import check_non_negative_int, check_real, check_state_array
+    from .callbacks import STOP_REASONS            # here: minidl/callbacks.py imports this module
 
     run, model = trainer.run, trainer.model
     mine, theirs = model.config(), meta["model"]
@@ -186,10 +186,12 @@ def _check_training_state(trainer, arrays, meta):
                                   f"CRC-32 checksums differ, though the sizes agree): resume with the "
                                   f"data the run started with, or start a new run without resume")
     trainable = meta["trainable"]
-    if not isinstance(trainable, list) or len(trainable) != len(model.trainable) or \
-            not all(isinstance(flag, bool) for flag in trainable):
-        raise CheckpointError(f"checkpoint 'trainable' must be {len(model.trainable)} booleans (one "
-                              f"per Dense layer), got {trainable!r}")
+    try:
+        if not isinstance(trainable, list):
+            raise ValueError(f"checkpoint 'trainable' must be a list, got {trainable!r}")
+        check_layer_flags("checkpoint 'trainable'", trainable, len(model.trainable))
+    except ValueError as error:
+        raise CheckpointError(str(error)) from None
     params = check_state_array("checkpoint params", arrays["params"], model.params.shape, model.dtype)
     # (component, its values checked by _load_check): _load_assign, the second half of its
     # load_state_dict, assigns them once everything is checked

@@ -25,6 +25,7 @@ from .commands import cmd_evaluate, cmd_golden, cmd_gradcheck, cmd_plot, cmd_pre
 from .errors import EXIT_CODES, EXIT_INTERRUPTED, EXIT_USAGE, REPORTED, exit_code_and_line
 from .loop import evaluate, fit
 from .losses import LOSSES
+from .modelfile import load as load_model
 from .mpi import launched_by_mpi, launcher_rank, set_blas_threads
 from .optim import OPTIMIZERS
 from .parallel import CollectiveError, FailureInjection, collectively, from_rank_zero_if_missing, on_rank_zero
@@ -192,7 +193,7 @@ def _set_up_training(args, comm):
     output, saved, resume = on_rank_zero(comm, lambda: _read_run_directory(args), "run_directory")
     config = collectively(comm, lambda: _checked_config(args, comm, saved))
     dataset = from_rank_zero_if_missing(comm, lambda: build_dataset(config), "dataset")
-    initial = on_rank_zero(comm, lambda: config["init_from"] and rundir.load_model(config["init_from"]),
+    initial = on_rank_zero(comm, lambda: config["init_from"] and load_model(config["init_from"]),
                            "init_from")
     model, optimizer, callbacks = collectively(comm, lambda: _build(args, comm, config, dataset, initial, output))
     return output, resume, config, dataset, model, optimizer, callbacks

@@ -5,7 +5,6 @@ problem with what was asked for is raised (UsageError and other ValueErrors), fo
 minidl.cli.main to report in one line.
 """
 import json
-import math
 import os
 
 import numpy as np
@@ -15,11 +14,13 @@ from .config import UsageError, _ints, _names, build_dataset, default_config
 from .errors import EXIT_CHECK_FAILED
 from .loop import evaluate
 from .model import MLP
+from .modelfile import load as load_model
+from .validation import check_positive_int, check_real
 
 
 def cmd_evaluate(args):
     """Print the metrics of a saved model on a split of its run's dataset (or --dataset)."""
-    model = rundir.load_model(args.model)
+    model = load_model(args.model)
     run_dir = args.model if os.path.isdir(args.model) else os.path.dirname(args.model)
     config_path = os.path.join(run_dir, rundir.CONFIG)
     config = default_config()      # for what the run's config.toml does not say (a lone checkpoint has none)
@@ -85,10 +86,8 @@ def cmd_gradcheck(args):
     """Check backprop against finite differences on a random model and batch; 1 when it fails."""
     from .gradcheck import check_gradients
     sizes = _sizes(args.sizes)
-    if not (math.isfinite(args.tolerance) and args.tolerance >= 0):
-        raise UsageError(f"--tolerance must be a finite number >= 0, got {args.tolerance}")
-    if args.batch_size < 1:
-        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    tolerance = check_real("--tolerance", args.tolerance, minimum=0.0)
+    check_positive_int("--batch-size", args.batch_size)
     model = MLP(sizes, activation=_names(args.activation), seed=args.seed)
     rng = np.random.default_rng(args.seed)
     X = rng.standard_normal((args.batch_size, sizes[0]))
@@ -100,9 +99,9 @@ def cmd_gradcheck(args):
         y = rng.standard_normal((args.batch_size, sizes[-1]))
     report = check_gradients(model, X, y, args.loss, eps=args.eps)
     print(report)
-    verdict = "ok" if report.ok(args.tolerance) else "FAILED"
-    print(f"max relative error {report.max_error:.3e} (tolerance {args.tolerance:.0e}): {verdict}")
-    return 0 if report.ok(args.tolerance) else EXIT_CHECK_FAILED
+    ok = report.ok(tolerance)
+    print(f"max relative error {report.max_error:.3e} (tolerance {tolerance:.0e}): {'ok' if ok else 'FAILED'}")
+    return 0 if ok else EXIT_CHECK_FAILED
 
 
 def cmd_golden(args):

@@ -15,6 +15,7 @@ from .data import DATASETS, load_dataset
 from .finetune import replace_head
 from .layers import ACTIVATIONS
 from .model import INIT_CHOICES, MLP
+from .modelfile import load as load_model
 from .losses import LOSSES
 from .monitor import EarlyStopping, ReduceLROnPlateau
 from .optim import OPTIMIZERS, SGD, Adam
@@ -269,7 +270,7 @@ def build_model(config, dataset, initial=None):
     new output layer); then --freeze. With --init-from, config["hidden"] and ["activation"] are
     set to the loaded model's, so that config.toml describes the model trained."""
     if config["init_from"]:
-        model = initial or rundir.load_model(config["init_from"])
+        model = initial or load_model(config["init_from"])
         if model.in_features != dataset.n_features:
             raise UsageError(f"--init-from model takes {model.in_features} inputs, {dataset.name} has "
                              f"{dataset.n_features} features")

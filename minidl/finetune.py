@@ -1,6 +1,6 @@
 """Fine-tuning: start from a trained model, give it a new output layer, freeze its body.
 
-    model = rundir.load_model("runs/pretrained")        # or a checkpoint / final.npz
+    model = minidl.load("runs/pretrained")              # or a checkpoint, final.npz, model file
     model = replace_head(model, n_outputs=2, seed=0)    # new, freshly initialised last layer
     model.freeze(0)                                      # Dense layer 0 gets no updates
     fit(model, ...)                                      # e.g. with EarlyStopping

@@ -11,8 +11,8 @@ import numpy as np
 
 from .layers import INIT_SCHEMES, Dense, LeakyReLU, Workspace, check_activation, make_activation, stable_sigmoid
 from .losses import _log_softmax_parts, resolve_loss
-from .validation import (as_dtype, check_finite, check_inputs, check_positive_int, check_real, check_same_keys,
-                         numeric_array, per_hidden_layer)
+from .validation import (as_dtype, check_inputs, check_layer_flags, check_positive_int, check_real,
+                         check_same_keys, check_state_array, per_hidden_layer)
 
 RELU_FAMILY = ("relu", "leaky_relu")
 INIT_CHOICES = ("auto",) + INIT_SCHEMES         # auto: He before ReLU-like layers, else Glorot
@@ -157,14 +157,8 @@ class MLP:
             raise TypeError(f"state must be a mapping of names to arrays, got {type(state).__name__}")
         views = self.named_parameters()
         check_same_keys("state_dict", state, list(views))
-        arrays = {}
-        for name, view in views.items():
-            array = numeric_array(f"state[{name!r}]", state[name])
-            if array.shape != view.shape:
-                raise ValueError(f"state[{name!r}] has shape {array.shape}, the model expects "
-                                 f"{view.shape}")
-            check_finite(f"state[{name!r}]", array)
-            arrays[name] = array
+        arrays = {name: check_state_array(f"state[{name!r}]", state[name], view.shape)
+                  for name, view in views.items()}
         for name, view in views.items():                   # all checked first: all or nothing
             view[...] = arrays[name]
 
@@ -207,10 +201,7 @@ class MLP:
 
     @trainable.setter
     def trainable(self, flags):
-        flags = list(flags)
-        if len(flags) != len(self.dense_layers) or not all(isinstance(flag, bool) for flag in flags):
-            raise ValueError(f"trainable must be {len(self.dense_layers)} booleans (one per Dense "
-                             f"layer), got {flags!r}")
+        flags = check_layer_flags("trainable", flags, len(self.dense_layers))
         for dense, flag in zip(self.dense_layers, flags):
             dense.trainable = flag
 

@@ -75,12 +75,12 @@ def load(path, *, with_standardization=False):
     if not os.path.exists(path):
         raise FileError(f"no model at {path}: pass a file written by model.save, a run directory, "
                         f"its final.npz or a checkpoint")
-    arrays = read_npz(path, ".npz model file", error=FileError)
+    arrays = read_npz(path, ".npz model", error=FileError)
     if MODEL_KEY in arrays:
         model, standardization = _from_arrays(path, arrays)
     else:                                                  # what `minidl train` writes
         model = rundir.model_from_arrays(path, arrays)
-        standardization = _run_standardization(path, model)
+        standardization = _run_standardization(path, model) if with_standardization else None
     return (model, standardization) if with_standardization else model
 
 

@@ -17,7 +17,7 @@ import json
 import math
 import os
 
-from .checkpoint import atomic_write
+from .files import atomic_write
 
 LEGEND = dict(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=8, frameon=False)
 BEST = dict(color="tab:green", linestyle="--", linewidth=1.2)

@@ -1,6 +1,7 @@
 """Checks that this machine can do a run before any work: the output folder is writable and
 its disk holds a checkpoint, the model and data fit in memory. Each failure is a ResourceError
 (a ValueError: one line and exit code 2 at the command line) that says what to change."""
+import itertools
 import os
 import shutil
 import tempfile
@@ -13,12 +14,25 @@ class ResourceError(ValueError):
     be written. Found at start-up, before any work."""
 
 
+def _ancestors(path):
+    """``path`` made absolute, then its parent, its parent's parent, ... up to the root."""
+    path = os.path.abspath(path)
+    while True:
+        yield path
+        if os.path.dirname(path) == path:
+            return
+        path = os.path.dirname(path)
+
+
+def _nearest_existing(path):
+    """The nearest of ``path`` and its ancestors that exists (the root, at worst)."""
+    return next(part for part in _ancestors(path) if os.path.exists(part))
+
+
 def file_in_the_way(path):
     """The file that stands where a folder of ``path`` must be (``a/b/c`` with ``a`` a file:
     ``a``), or None."""
-    part = os.path.abspath(path)
-    while not os.path.exists(part) and os.path.dirname(part) != part:
-        part = os.path.dirname(part)
+    part = _nearest_existing(path)
     return part if os.path.isfile(part) else None
 
 
@@ -26,11 +40,7 @@ def check_writable_directory(path, what):
     """Raise ResourceError unless files can be created in the folder ``path`` (made if missing):
     a read-only place, a missing permission or a file where a folder belongs is found before
     any work, not at the first checkpoint. Folders made only to find out are removed again."""
-    missing = []
-    parent = os.path.abspath(path)
-    while not os.path.exists(parent):
-        missing.append(parent)
-        parent = os.path.dirname(parent)
+    missing = list(itertools.takewhile(lambda part: not os.path.exists(part), _ancestors(path)))
     try:
         os.makedirs(path, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):
@@ -61,11 +71,8 @@ def check_free_space(output, model):
     parameters, the optimizer's buffers and the best weights: about 4 copies of the model),
     instead of failing with ENOSPC after an epoch of work. A disk that fills up later is
     reported then, with the last good checkpoint intact (exit code 3)."""
-    folder = os.path.abspath(output)
-    while not os.path.exists(folder):
-        folder = os.path.dirname(folder)
-    needed = 4 * sum(parameter.nbytes for parameter in model.params)
-    free = shutil.disk_usage(folder).free
+    needed = 4 * model.params.nbytes
+    free = shutil.disk_usage(_nearest_existing(output)).free
     if free < needed:
         raise ResourceError(f"--output {output}: {free / 2**20:.3g} MiB free on its disk, a checkpoint needs "
                             f"about {needed / 2**20:.3g} MiB: free space or choose another folder")

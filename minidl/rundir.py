@@ -15,8 +15,9 @@ import os
 import numpy as np
 
 from .checkpoint import META_KEY, CheckpointError, checkpoint_contents
-from .files import FileError, atomic_write, check_shapes, mlp_shapes, parameter_count, read_npz
+from .files import FileError, atomic_write, check_shapes, mlp_shapes, parameter_count
 from .model import MLP
+from .validation import check_state_array
 
 CONFIG, DATA, CHECKPOINT, HISTORY_JSON, HISTORY_CSV = (
     "config.toml", "data.json", "checkpoint.npz", "history.json", "history.csv")
@@ -71,21 +72,9 @@ def write_params(path, model):
     atomic_write(path, lambda handle: np.savez(handle, **model.state_dict()))
 
 
-def load_model(path):
-    """An MLP from a checkpoint, a final.npz (with config.toml beside it) or a run directory.
-
-    The file is read with files.read_npz's checks, and the architecture it states is checked
-    against the arrays it holds before the model is built: FileError / CheckpointError naming it.
-    """
-    if os.path.isdir(path):
-        path = os.path.join(path, FINAL)
-    if not os.path.exists(path):
-        raise FileError(f"no model at {path}: pass a run directory, its final.npz or a checkpoint")
-    return model_from_arrays(path, read_npz(path, ".npz model", error=FileError))
-
-
 def model_from_arrays(path, arrays):
-    """The MLP in the arrays read from ``path``: a checkpoint's or a final.npz's."""
+    """The MLP in the arrays read from ``path``: a checkpoint's or a final.npz's (with the
+    config.toml beside it). minidl.load (minidl/modelfile.py) reads the file and calls this."""
     if META_KEY not in arrays:
         return _load_final(path, arrays)
     arrays, meta = checkpoint_contents(path, arrays)
@@ -96,7 +85,7 @@ def model_from_arrays(path, arrays):
     check_shapes(path, {"params": (parameter_count(shapes),)}, arrays, error=CheckpointError)
     try:
         model = MLP(**config)
-        model.params[...] = arrays["params"]
+        model.params[...] = check_state_array("checkpoint params", arrays["params"], model.params.shape)
         model.trainable = meta.get("trainable", model.trainable)      # its frozen layers too
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"{path}: {error}") from None

@@ -23,7 +23,7 @@ import math
 from bisect import bisect_right
 
 from .optim import Optimizer
-from .validation import check_non_negative_int, check_positive_int, check_real, check_state_keys
+from .validation import check_flag, check_non_negative_int, check_positive_int, check_real, check_state_keys
 
 INTERVALS = ("epoch", "step")
 
@@ -123,9 +123,8 @@ class _Schedule:
         if state["settings"] != self.settings():
             raise ValueError(f"{what} was saved with settings {state['settings']}, "
                              f"this schedule has {self.settings()}")
-        pending = state.get("epoch_end_pending", False)          # absent from older states
-        if not isinstance(pending, bool):
-            raise TypeError(f"{what} 'epoch_end_pending' must be True or False, got {pending!r}")
+        pending = check_flag(f"{what} 'epoch_end_pending'",
+                             state.get("epoch_end_pending", False))   # absent from older states
         return {"last_epoch": check_non_negative_int(f"{what} 'last_epoch'", state["last_epoch"]),
                 "base_lr": check_real(f"{what} 'base_lr'", state["base_lr"], minimum=0.0),
                 "lr": check_real(f"{what} 'lr'", state["lr"], minimum=0.0), "epoch_end_pending": pending}

@@ -56,15 +56,6 @@ def _controller():
     return ThreadpoolController()
 
 
-def blas_threads():
-    """The BLAS thread count in force now (the largest over BLAS libraries), or None."""
-    try:
-        pools = _controller().select(user_api="blas").info()
-    except ImportError:
-        return None
-    return max((pool["num_threads"] for pool in pools), default=None)
-
-
 def choose_threads(model, batch_size, max_threads, *, margin=MARGIN, budget=BUDGET, rounds=ROUNDS):
     """(threads, seconds): the BLAS thread count, from 1 to ``max_threads``, under which a
     forward + backward pass of ``model`` on ``batch_size`` rows, with an SGD-momentum update,

@@ -150,6 +150,15 @@ def check_flag(name, value):
     return bool(value)
 
 
+def check_layer_flags(name, flags, count):
+    """``flags`` as a list of ``count`` bools (one per Dense layer, e.g. which are trainable),
+    or ValueError naming ``name``."""
+    flags = list(flags)
+    if len(flags) != count or not all(isinstance(flag, bool) for flag in flags):
+        raise ValueError(f"{name} must be {count} booleans (one per Dense layer), got {flags!r}")
+    return flags
+
+
 def check_real(name, value, minimum=None, maximum=None, min_inclusive=True, max_inclusive=True):
     """Return ``value`` as a finite float within the given bounds, or raise."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):

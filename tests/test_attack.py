@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 import minidl
 from minidl import MLP, SGD, Adam, EarlyStopping, ReduceLROnPlateau, evaluate, fit
-from minidl.callbacks import LambdaCallback, ModelCheckpoint
+from minidl.callbacks import ModelCheckpoint
 from minidl.data import load_dataset
 from minidl.gradcheck import check_gradients
 from minidl.schedules import CosineAnnealingLR, ExponentialLR, LinearLR, StepLR

@@ -9,7 +9,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from minidl import MLP, SGD, rundir
+from minidl import MLP, SGD
+import minidl
 from minidl import checkpoint as ckpt
 from minidl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from minidl.data import make_blobs
@@ -137,7 +138,7 @@ def test_object_array_with_a_plausible_header_is_refused_without_running_code(tm
     with pytest.raises(CheckpointError, match="refused"):
         load_checkpoint(tmp_path / "evil.npz")
     with pytest.raises(ValueError):
-        rundir.load_model(str(tmp_path / "evil.npz"))
+        minidl.load(str(tmp_path / "evil.npz"))
     with pytest.raises(CheckpointError):
         resume_from(tmp_path / "evil.npz")
     assert not marker.exists()
@@ -235,23 +236,24 @@ LAYOUTS = {
     "missing_params": lambda a, m: a.pop("params"),
     "short_params": lambda a, m: a.update(params=a["params"][:-1]),
     "2d_params": lambda a, m: a.update(params=a["params"].reshape(1, -1)),
+    "nan_params": lambda a, m: a.update(params=np.where(np.arange(a["params"].size) == 3, np.nan, a["params"])),
     "missing_optimizer_state": lambda a, m: a.pop("optimizer/momentum_buffer"),
     "missing_counters": lambda a, m: m.pop("counters"),
     "missing_model": lambda a, m: m.pop("model"),
 }
 
 
-@pytest.mark.parametrize("change", ["missing_params", "short_params", "2d_params"])
+@pytest.mark.parametrize("change", ["missing_params", "short_params", "2d_params", "nan_params"])
 def test_load_model_refuses_a_checkpoint_with_bad_parameters(saved, tmp_path, change):
     path = relayout(saved, tmp_path, LAYOUTS[change])
     with pytest.raises(CheckpointError, match="params"):
-        rundir.load_model(str(path))
+        minidl.load(str(path))
 
 
 def test_load_model_refuses_a_checkpoint_without_a_model_description(saved, tmp_path):
     path = relayout(saved, tmp_path, LAYOUTS["missing_model"])
     with pytest.raises(CheckpointError, match="model"):
-        rundir.load_model(str(path))
+        minidl.load(str(path))
 
 
 @pytest.mark.parametrize("change", sorted(set(LAYOUTS) - {"2d_params"}))

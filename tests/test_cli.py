@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import EXACT_TOL, FakeTTY, assert_close, kill_after_checks
+import minidl
 from minidl import checkpoint as ckpt
 from minidl import rundir
 from minidl.cli import main
@@ -101,7 +102,7 @@ def test_final_npz_is_the_restored_model_under_state_dict_keys(digits_run):
     state = read_npz(output / "final.npz")                      # NumPy alone
     assert list(state) == STATE_KEYS
     assert [state[key].shape for key in STATE_KEYS] == [(32, 64), (32,), (10, 32), (10,)]
-    model = rundir.load_model(str(output))
+    model = minidl.load(str(output))
     history = json.loads((output / "history.json").read_text())
     best = history["records"][history["best_check"]]
     dataset = load_dataset("digits", seed=0)
@@ -339,6 +340,16 @@ def test_evaluate_json_matches_the_summary(digits_run):
     history = json.loads((output / "history.json").read_text())
     assert code == 0
     assert_close(json.loads(out)["loss"], history["records"][-1]["val_loss"], EXACT_TOL, "live val_loss")
+
+
+def test_evaluate_reads_a_model_file_written_by_model_save(digits_run, tmp_path):
+    """Every command that takes a model reads what minidl.load reads, model.save's files too."""
+    path = tmp_path / "model.npz"
+    minidl.load(str(digits_run[0])).save(str(path))
+    code, out, err = cli("evaluate", path, "--json")
+    assert code == 0, err
+    summary = json.loads((digits_run[0] / "summary.json").read_text())
+    assert_close(json.loads(out)["loss"], summary["test_loss"], EXACT_TOL, "test loss")
 
 
 def test_evaluate_plain_text(digits_run):

@@ -354,7 +354,7 @@ def huge_checkpoint(path, sizes):
                                           ([2, 0, 3], "positive integers"), ("[2, 3]", "positive integers")])
 def test_a_checkpoint_is_checked_against_its_arrays_before_any_model(tmp_path, sizes, match):
     path = huge_checkpoint(tmp_path / "ckpt.npz", sizes)
-    error, peak = peak_bytes(rundir.load_model, str(path))
+    error, peak = peak_bytes(minidl.load, str(path))
     assert isinstance(error, CheckpointError) and "ckpt.npz" in str(error), error
     assert match in str(error) and peak < SMALL_PEAK, (error, peak)
 
@@ -384,7 +384,7 @@ def test_every_loader_refuses_a_truncated_run_file_naming_it(run, tmp_path, name
     data = (run / f"{name}.npz").read_bytes()
     cut = int(len(data) * cut) if isinstance(cut, float) else (len(data) + cut if cut < 0 else cut)
     damaged = copy_run(run, tmp_path / "damaged", **{f"{name}_npz": data[:cut]})
-    for load in (rundir.load_model, minidl.load):
+    for load in (minidl.load,):
         with pytest.raises(ValueError, match=f"{name}.npz: not a readable"):
             load(str(damaged / f"{name}.npz"))
     if name == "checkpoint":
@@ -395,7 +395,7 @@ def test_every_loader_refuses_a_truncated_run_file_naming_it(run, tmp_path, name
 def test_an_npy_where_final_npz_belongs(run, tmp_path):
     damaged = copy_run(run, tmp_path / "damaged", final_npz=npy_bytes(np.zeros(3)))
     with pytest.raises(FileError, match=r"final.npz: not a readable .npz model: it holds a single array"):
-        rundir.load_model(str(damaged))
+        minidl.load(str(damaged))
 
 
 @pytest.mark.parametrize("damage", ["truncated_final", "truncated_checkpoint", "npy_final", "huge_checkpoint"])
